@@ -1,0 +1,6 @@
+"""lit_imbalance: class-imbalance losses, samplers and a LightningModule mixin."""
+
+from lit_imbalance.weights import class_weights
+
+__all__ = ["class_weights"]
+__version__ = "0.1.0"
