@@ -1,5 +1,19 @@
 """Datasets, long-tail construction and class-count discovery."""
 
+from lit_imbalance.data.datamodule import ArrayDataModule, Split
+from lit_imbalance.data.digits import DigitsLTDataModule
 from lit_imbalance.data.labels import as_label_tensor, class_counts, dataset_labels
+from lit_imbalance.data.long_tail import long_tail, long_tail_counts
+from lit_imbalance.data.npz import NpzDataModule
 
-__all__ = ["as_label_tensor", "class_counts", "dataset_labels"]
+__all__ = [
+    "ArrayDataModule",
+    "DigitsLTDataModule",
+    "NpzDataModule",
+    "Split",
+    "as_label_tensor",
+    "class_counts",
+    "dataset_labels",
+    "long_tail",
+    "long_tail_counts",
+]

@@ -1,0 +1,185 @@
+"""A LightningDataModule over in-memory train/val/test arrays.
+
+Both bundled data sources (``digits_lt`` and ``npz``) are feature arrays small
+enough to hold in memory; they differ only in where the arrays come from.
+The arrays are read and validated when the module is built, so a bad config
+fails at instantiation, under its Hydra key, before any process is launched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from lit_imbalance._checks import check_positive_int, fail
+from lit_imbalance.data.labels import class_counts
+
+SamplerFactory = Callable[[torch.Tensor], Sampler]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features ``x`` of shape ``(N, D)`` (float32) and labels ``y`` of shape ``(N,)`` (int64)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def make_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int | None = None) -> Split:
+    """Validate one split's arrays and convert them to tensors.
+
+    Raises:
+        ValueError: naming ``x_<name>`` / ``y_<name>`` when the split is empty, the
+            shapes disagree, the labels are not integers or lie outside ``0..C-1``.
+
+    Example:
+        >>> make_split("test", np.zeros((2, 3)), np.array([0, 5]), num_classes=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected argument `y_test` to be class indices in 0..2, but got 5.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or y.shape[0] == 0:
+        fail(f"y_{name}", "a non-empty 1-D label array", f"an array of shape {y.shape}")
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        fail(f"x_{name}", f"a 2-D feature array with {y.shape[0]} rows (one per label)", f"shape {x.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
+            fail(f"y_{name}", "integer class labels", f"dtype {y.dtype}")
+    if not np.all(np.isfinite(x)):
+        fail(f"x_{name}", "finite features", "an array with NaN or inf")
+    y = y.astype(np.int64)
+    upper = num_classes - 1 if num_classes is not None else None
+    bad = y[(y < 0) | (y > upper)] if upper is not None else y[y < 0]
+    if bad.size:
+        fail(f"y_{name}", f"class indices in 0..{upper}" if upper is not None else "non-negative class indices", int(bad[0]))
+    return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices of ``y`` into (kept, held-out), holding out ``fraction`` of every class.
+
+    Every class with at least two samples keeps at least one and gives at least
+    one, so a rare class is neither lost from training nor absent from validation.
+
+    Example:
+        >>> kept, held = stratified_holdout(np.array([0] * 10 + [1] * 2), 0.2, seed=0)
+        >>> np.bincount(np.asarray([0] * 10 + [1] * 2)[held]).tolist()
+        [2, 1]
+    """
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for cls in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == cls))
+        n_held = int(round(fraction * members.size))
+        if members.size >= 2:
+            n_held = min(max(n_held, 1), members.size - 1)
+        else:
+            n_held = 0
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+class ArrayDataModule(L.LightningDataModule):
+    """Train/val/test splits of flat feature vectors with integer labels.
+
+    Subclasses set :attr:`splits` (a dict ``{"train"|"val"|"test": Split}``) and
+    :attr:`num_classes` in ``__init__``. The training loader uses the sampler
+    built by ``sampler(train_labels)`` when one is configured (see
+    :mod:`lit_imbalance.sampling`) and plain shuffling otherwise. Under DDP the
+    evaluation loaders shard without padding, so every test sample is counted
+    exactly once in the per-class metrics.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (defaults to ``batch_size``).
+        num_workers: DataLoader workers.
+        sampler: a callable mapping the training labels to a sampler, or ``None``.
+        class_names: display names of the classes (defaults to ``"0"..."C-1"``).
+    """
+
+    splits: dict[str, Split]
+    num_classes: int
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        sampler: SamplerFactory | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size or batch_size)
+        self.num_workers = num_workers
+        self.sampler = sampler
+        self._class_names = list(class_names) if class_names is not None else None
+
+    @property
+    def num_features(self) -> int:
+        """Length of one feature vector."""
+        return int(self.splits["train"].x.shape[1])
+
+    @property
+    def class_names(self) -> list[str]:
+        """One display name per class, used in metric keys such as ``val/recall/<name>``."""
+        if self._class_names is None:
+            return [str(i) for i in range(self.num_classes)]
+        if len(self._class_names) != self.num_classes:
+            fail("class_names", f"{self.num_classes} names (one per class)", self._class_names)
+        return [str(name) for name in self._class_names]
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """Training labels, 1-D int64."""
+        return self.splits["train"].y
+
+    @property
+    def train_class_counts(self) -> torch.Tensor:
+        """Training samples per class, shape ``(num_classes,)``."""
+        return class_counts(self.train_labels, self.num_classes)
+
+    def dataset(self, split: str) -> TensorDataset:
+        """The ``(x, y)`` dataset of ``split``; its labels are readable without the inputs."""
+        return TensorDataset(self.splits[split].x, self.splits[split].y)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self.sampler(self.train_labels) if self.sampler is not None else None
+        return DataLoader(
+            self.dataset("train"),
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        # Lightning's default DistributedSampler pads ranks with repeated samples,
+        # which would count some test samples twice in per-class recall.
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _is_distributed() else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers)
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

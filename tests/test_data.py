@@ -1,0 +1,127 @@
+"""Long-tail construction, the bundled digits split and the npz loader's errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from lit_imbalance.data import DigitsLTDataModule, NpzDataModule, class_counts, dataset_labels, long_tail, long_tail_counts
+from tests.conftest import compose_train
+
+
+@pytest.mark.parametrize(("n_max", "classes", "rho"), [(500, 10, 100), (104, 10, 50), (1000, 100, 10), (7, 2, 7)])
+def test_long_tail_counts_follow_the_exponential_profile(n_max: int, classes: int, rho: float) -> None:
+    counts = long_tail_counts(n_max, classes, rho)
+    expected = [max(1, math.floor(n_max * rho ** (-i / (classes - 1)) + 1e-9)) for i in range(classes)]
+    assert counts == expected
+    assert counts[0] == n_max
+    assert counts[-1] == max(1, math.floor(n_max / rho + 1e-9))
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_long_tail_subset_has_the_quotas_and_is_reproducible() -> None:
+    labels = torch.arange(5).repeat_interleave(40)[torch.randperm(200, generator=torch.Generator().manual_seed(1))]
+    picked = long_tail(labels, imbalance_ratio=20, seed=3)
+    assert class_counts(labels[picked]).tolist() == long_tail_counts(40, 5, 20)
+    assert torch.equal(picked, long_tail(labels, imbalance_ratio=20, seed=3))
+    assert not torch.equal(picked, long_tail(labels, imbalance_ratio=20, seed=4))
+    assert picked.unique().numel() == picked.numel()
+
+
+def test_long_tail_rejects_bad_ratio_and_oversized_head() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"`imbalance_ratio`.*0\.5"):
+        long_tail(labels, imbalance_ratio=0.5)
+    with pytest.raises(ValueError, match=r"`n_max`.*5"):
+        long_tail(labels, imbalance_ratio=2, n_max=5)
+
+
+@pytest.mark.parametrize("rho", [1, 10, 50, 100])
+def test_digits_lt_splits(rho: float) -> None:
+    dm = DigitsLTDataModule(imbalance_ratio=rho, test_per_class=50, val_per_class=20)
+    counts = dm.train_class_counts.tolist()
+    assert counts == long_tail_counts(counts[0], 10, rho)
+    assert class_counts(dm.splits["test"].y, 10).tolist() == [50] * 10
+    assert class_counts(dm.splits["val"].y, 10).tolist() == [20] * 10
+    assert dm.num_features == 64 and dm.class_names == [str(i) for i in range(10)]
+    assert 0.0 <= float(dm.splits["train"].x.min()) and float(dm.splits["train"].x.max()) <= 1.0
+    # The held-out splits don't depend on the imbalance ratio: results across rho are comparable.
+    assert torch.equal(dm.splits["test"].x, DigitsLTDataModule(imbalance_ratio=1).splits["test"].x)
+
+
+def test_dataset_labels_reads_labels_without_inputs() -> None:
+    dm = DigitsLTDataModule()
+    assert torch.equal(dataset_labels(dm.dataset("train")), dm.train_labels)
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y_train = np.repeat([0, 1, 2], [60, 20, 5])
+    y_test = np.repeat([0, 1, 2], 10)
+    return {
+        "x_train": rng.normal(size=(y_train.size, 4)).astype(np.float32),
+        "y_train": y_train,
+        "x_test": rng.normal(size=(y_test.size, 4)).astype(np.float32),
+        "y_test": y_test,
+    }
+
+
+def test_npz_without_val_holds_out_a_stratified_slice(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    dm = NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), val_fraction=0.2)
+    assert dm.num_classes == 3
+    assert class_counts(dm.splits["val"].y).tolist() == [12, 4, 1]
+    assert class_counts(dm.splits["train"].y).tolist() == [48, 16, 4]
+    assert dm.splits["test"].y.numel() == 30
+
+
+def test_npz_uses_given_validation_arrays(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path = write_npz(tmp_path / "d.npz", **arrays, x_val=arrays["x_test"][:6], y_val=arrays["y_test"][:6])
+    dm = NpzDataModule(path=str(path))
+    assert dm.splits["val"].y.tolist() == [0] * 6
+    assert dm.train_class_counts.tolist() == [60, 20, 5]
+
+
+def test_npz_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"`path`.*nope\.npz"):
+        NpzDataModule(path=str(tmp_path / "nope.npz"))
+
+
+def test_npz_missing_array_is_named(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    del arrays["y_test"]
+    with pytest.raises(ValueError, match=r"`path`.*missing: y_test"):
+        NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)))
+
+
+def test_npz_label_out_of_range_names_split_and_value(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    arrays["y_test"][3] = 7
+    with pytest.raises(ValueError, match=r"`y_test`.*0\.\.2, but got 7"):
+        NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), num_classes=3)
+    arrays["y_test"][3] = -1
+    with pytest.raises(ValueError, match=r"`y_test`.*got -1"):
+        NpzDataModule(path=str(write_npz(tmp_path / "e.npz", **arrays)))
+
+
+def test_npz_empty_split_is_named(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    arrays["x_test"], arrays["y_test"] = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    with pytest.raises(ValueError, match=r"`y_test`.*non-empty.*\(0,\)"):
+        NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)))
+
+
+def test_npz_error_through_hydra_names_the_config_key(tmp_path: Path) -> None:
+    cfg = compose_train(["data=npz", f"data.path={tmp_path}/absent.npz"])
+    with pytest.raises(InstantiationException) as error:
+        instantiate(cfg.data)
+    assert "full_key: data" in str(error.value) and "absent.npz" in str(error.value)
+    assert "`path`" in str(error.value)
