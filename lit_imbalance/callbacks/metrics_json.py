@@ -1,0 +1,87 @@
+"""Write a run's final numbers to one flat ``metrics.json``, whatever the logger."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class MetricsJsonWriter(Callback):
+    """Keep ``metrics.json`` up to date with the logged scalars of a run.
+
+    The file is rewritten (atomically) after every validation epoch, at the end
+    of fit and of test, and on an exception, so a crash or a kill never loses
+    what a run had already measured. It is a flat JSON object: every scalar in
+    ``trainer.callback_metrics`` (``val/balanced_acc``, ``test/recall/3``, ...),
+    plus ``train_class_counts``, ``train_time_s``, ``best/<monitor>`` (the
+    checkpoint callback's best score) and ``status`` (``running``, ``finished``,
+    ``failed``). Only global rank 0 writes.
+
+    Args:
+        path: where to write the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "metrics.json") -> None:
+        self.path = Path(path)
+        self.values: dict[str, Any] = {}
+        self._fit_started: float | None = None
+
+    def add(self, trainer: L.Trainer, **values: Any) -> None:
+        """Merge extra entries into the file (e.g. the sweep objective)."""
+        self.values.update(values)
+        self._write(trainer)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_started = time.perf_counter()
+        counts = getattr(pl_module, "class_counts", None)
+        if counts is not None:
+            self.values["train_class_counts"] = [int(c) for c in counts.tolist()]
+        self.values["status"] = "running"
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._collect(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fit_started is not None:
+            self.values["train_time_s"] = round(time.perf_counter() - self._fit_started, 3)
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None)
+        if best is not None and getattr(checkpoint, "monitor", None):
+            self.values[f"best/{checkpoint.monitor}"] = float(best)
+        self.values["status"] = "finished"
+        self._collect(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.values["status"] = "finished"
+        self._collect(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.values["status"] = "failed"
+        self.values["error"] = f"{type(exception).__name__}: {exception}"
+        self._write(trainer)
+
+    def _collect(self, trainer: L.Trainer) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, (int, float)):
+                # JSON has no NaN: a diverged metric is recorded as null, not dropped.
+                self.values[key] = float(value) if math.isfinite(value) else None
+        self._write(trainer)
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_suffix(".json.tmp")
+        scratch.write_text(json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        os.replace(scratch, self.path)
