@@ -1,0 +1,75 @@
+"""End-to-end runs of the Hydra app: real Trainer fits, real metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lit_imbalance.app import train
+from tests.conftest import run_train_py
+
+
+def read_metrics(directory: Path) -> dict:
+    return json.loads((directory / "metrics.json").read_text())
+
+
+def test_default_config_fits_and_writes_metrics_json(train_cfg, tmp_path: Path) -> None:
+    objective = train(train_cfg("trainer.max_epochs=2"))
+    metrics = read_metrics(tmp_path)
+    names = [str(c) for c in range(10)]
+    for key in ["test/acc", "test/balanced_acc", "test/macro_f1", *(f"test/recall/{c}" for c in names)]:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    recalls = [metrics[f"test/recall/{c}"] for c in names]
+    assert metrics["test/balanced_acc"] == pytest.approx(np.mean(recalls), abs=1e-6)
+    assert sum(metrics[f"test/support/{c}"] for c in names) == 500
+    assert metrics["train_class_counts"] == [104, 67, 43, 28, 18, 11, 7, 4, 3, 2]
+    assert metrics["status"] == "finished"
+    assert objective == pytest.approx(metrics["best/val/balanced_acc"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_class_never_seen_in_training_has_zero_recall(train_cfg, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    centers = np.eye(3, 5) * 4
+    y_train, y_test = np.repeat([0, 1], [80, 20]), np.repeat([0, 1, 2], 15)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=(centers[y_train] + rng.normal(size=(100, 5))).astype(np.float32), y_train=y_train,
+        x_test=(centers[y_test] + rng.normal(size=(45, 5))).astype(np.float32), y_test=y_test,
+    )
+    train(train_cfg("data=npz", f"data.path={tmp_path / 'd.npz'}", "data.num_classes=3", "trainer.max_epochs=5"))
+    metrics = read_metrics(tmp_path)
+    assert metrics["test/recall/2"] == 0.0
+    assert metrics["test/support/2"] == 15
+    assert metrics["train_class_counts"][2] == 0
+    assert metrics["test/balanced_acc"] == pytest.approx(np.mean([metrics[f"test/recall/{c}"] for c in "012"]))
+    assert metrics["test/recall/0"] > 0.5
+
+
+def test_same_seed_same_result(train_cfg, tmp_path: Path) -> None:
+    first = train(train_cfg("seed=7", "trainer.max_epochs=2", "run_test=false"))
+    second = train(train_cfg("seed=7", "trainer.max_epochs=2", "run_test=false"))
+    assert first == second
+
+
+def test_train_py_subprocess_with_overrides(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_train_py(
+        "logger=csv", "trainer.max_epochs=2", "data.imbalance_ratio=10", "seed=3", run_dir=run_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["train_class_counts"] == [104, 80, 62, 48, 37, 28, 22, 17, 13, 10]
+    assert "test/balanced_acc" in metrics
+    csv_files = list(run_dir.glob("csv/version_*/metrics.csv"))
+    assert csv_files and "val/balanced_acc" in csv_files[0].read_text().splitlines()[0]
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("data.imbalance_ratio=10") == 1
+
+
+def test_train_py_reports_bad_data_path_by_key(tmp_path: Path) -> None:
+    result = run_train_py("data=npz", "data.path=/nonexistent/x.npz", "logger=none", run_dir=tmp_path / "run")
+    assert result.returncode != 0
+    assert "full_key: data" in result.stderr and "/nonexistent/x.npz" in result.stderr

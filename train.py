@@ -1,0 +1,15 @@
+"""Train an imbalance-aware classifier: ``python train.py loss=focal trainer.devices=2``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lit_imbalance.app import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
