@@ -4,18 +4,37 @@ One torchmetrics confusion matrix is the state; accuracy, per-class recall,
 balanced accuracy, macro F1, per-class support and many/medium/few-shot recall
 are all read off it. One state means one DDP sync per epoch and numbers that
 agree with each other by construction (balanced accuracy *is* the mean of the
-logged per-class recalls).
+logged per-class recalls for multiclass and binary tasks).
+
+Binary and multi-label tasks also track the threshold-free AUROC and average
+precision (torchmetrics' ``BinaryAUROC``/``BinaryAveragePrecision`` and their
+multi-label macro averages), which keep all scores of an epoch and are
+gathered across ranks by torchmetrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import Metric
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryAveragePrecision,
+    BinaryConfusionMatrix,
+    MulticlassConfusionMatrix,
+    MultilabelAUROC,
+    MultilabelAveragePrecision,
+    MultilabelConfusionMatrix,
+)
 
-from lit_imbalance._checks import check_positive_int, fail
+from lit_imbalance._checks import check_choice, check_positive_int, fail
+
+Task = Literal["multiclass", "binary", "multilabel"]
+TASKS = ("multiclass", "binary", "multilabel")
+IGNORE_INDEX = -100
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -56,20 +75,56 @@ def shot_groups(
     return {"many": many, "medium": ~many & ~few, "few": few}
 
 
+def class_rates(true_positives: Tensor, false_positives: Tensor, false_negatives: Tensor) -> dict[str, Tensor]:
+    """Per-class recall, precision and F1 from per-class counts (0 where undefined).
+
+    Example:
+        >>> rates = class_rates(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([1.0, 2.0]))
+        >>> {k: v.tolist() for k, v in rates.items()}
+        {'recall': [0.75, 0.0], 'precision': [0.75, 0.0], 'f1': [0.75, 0.0]}
+    """
+    recall = safe_divide(true_positives, true_positives + false_negatives)
+    precision = safe_divide(true_positives, true_positives + false_positives)
+    return {"recall": recall, "precision": precision, "f1": safe_divide(2 * precision * recall, precision + recall)}
+
+
 class ImbalanceMetrics(nn.Module):
     """Accuracy, balanced accuracy, macro F1, per-class recall/support and shot-group recall.
 
+    What the keys mean per task:
+
+    * ``multiclass``: ``preds`` are logits ``(N, C)`` or class indices ``(N,)``.
+      ``balanced_acc`` is the mean recall over the classes that occur (sklearn's
+      ``balanced_accuracy_score``).
+    * ``binary`` (``num_classes=2``): ``preds`` are logits ``(N,)`` or ``(N, 1)``
+      (thresholded at probability 0.5) or hard 0/1 labels. Class ``0`` is the
+      negative class, so ``recall/<0>`` is the specificity, ``recall/<1>`` the
+      sensitivity and ``balanced_acc`` their mean. Adds ``auroc`` and
+      ``average_precision`` (from the probabilities, not the thresholded labels).
+    * ``multilabel`` (``num_classes`` labels): ``preds`` are logits ``(N, L)``,
+      ``target`` is multi-hot ``(N, L)``. ``recall/<l>`` and ``support/<l>`` are
+      the label's sensitivity and positive count, ``acc`` is the element-wise
+      (Hamming) accuracy and ``balanced_acc`` the mean over labels of
+      ``(sensitivity + specificity) / 2``, so it is *not* the mean of the
+      logged recalls (a model that says "yes" to everything would score 1 on
+      that). Adds macro ``auroc`` and ``average_precision``.
+
     Args:
-        num_classes: number of classes ``C``.
+        num_classes: number of classes ``C`` (2 for binary) or labels ``L``.
         class_names: names used in the keys ``recall/<name>`` and ``support/<name>``.
         many_threshold: a class with more training samples is many-shot.
         few_threshold: a class with fewer training samples is few-shot.
+        task: ``"multiclass"``, ``"binary"`` or ``"multilabel"``.
 
     Example:
         >>> metrics = ImbalanceMetrics(3, class_names=["a", "b", "c"])
         >>> metrics.update(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1]))
         >>> {k: round(v.item(), 4) for k, v in metrics.compute().items() if "/" not in k}
         {'acc': 0.5, 'balanced_acc': 0.6667, 'macro_f1': 0.3889}
+        >>> binary = ImbalanceMetrics(2, task="binary")
+        >>> binary.update(torch.tensor([-2.0, 1.0, -1.0, 3.0]), torch.tensor([0, 0, 1, 1]))
+        >>> {k: round(v.item(), 4) for k, v in binary.compute().items() if "/" not in k}
+        {'acc': 0.5, 'balanced_acc': 0.5, 'macro_f1': 0.5, 'auroc': 0.75, 'average_precision': 0.8333}
     """
 
     def __init__(
@@ -78,56 +133,116 @@ class ImbalanceMetrics(nn.Module):
         class_names: Sequence[str] | None = None,
         many_threshold: int = 100,
         few_threshold: int = 20,
+        task: Task = "multiclass",
     ) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes)
+        self.task = check_choice("task", task, TASKS)
+        if task == "binary" and num_classes != 2:
+            fail("num_classes", "2 for task='binary' (negative and positive class)", num_classes)
         names = [str(i) for i in range(num_classes)] if class_names is None else [str(n) for n in class_names]
         if len(names) != num_classes:
             fail("class_names", f"{num_classes} names (one per class)", list(names))
         self.class_names = names
         self.many_threshold = many_threshold
         self.few_threshold = few_threshold
-        self.confusion = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=-100)
+        self.ranking = nn.ModuleDict()
+        self.confusion: Metric
+        if task == "multiclass":
+            self.confusion = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+        elif task == "binary":
+            self.confusion = BinaryConfusionMatrix(ignore_index=IGNORE_INDEX)
+            self.ranking.update(
+                {"auroc": BinaryAUROC(ignore_index=IGNORE_INDEX), "average_precision": BinaryAveragePrecision(ignore_index=IGNORE_INDEX)}
+            )
+        else:
+            self.confusion = MultilabelConfusionMatrix(num_labels=num_classes, ignore_index=IGNORE_INDEX)
+            self.ranking.update(
+                {
+                    "auroc": MultilabelAUROC(num_labels=num_classes, ignore_index=IGNORE_INDEX),
+                    "average_precision": MultilabelAveragePrecision(num_labels=num_classes, ignore_index=IGNORE_INDEX),
+                }
+            )
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.long), persistent=False)
 
     def set_class_counts(self, class_counts: Tensor) -> None:
-        """Training samples per class; enables the many/medium/few-shot keys."""
+        """Training samples (multi-label: positives) per class; enables the many/medium/few-shot keys."""
         self.class_counts = torch.as_tensor(class_counts, dtype=torch.long, device=self.class_counts.device)
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Add a batch: ``preds`` are logits ``(N, C)`` or class indices ``(N,)``."""
+        """Add a batch: ``preds`` are logits (or hard labels), see the class docstring for shapes."""
+        if self.task != "multiclass":
+            if preds.is_floating_point():
+                # Probabilities, never raw logits: torchmetrics only applies the sigmoid itself
+                # when some value lies outside [0, 1], so logits that happen to lie inside
+                # would be read as probabilities.
+                preds = preds.float().sigmoid()
+            if self.task == "binary":
+                preds, target = preds.reshape(-1), target.reshape(-1)
+            target = target.long()
         self.confusion.update(preds, target)
+        if preds.is_floating_point():
+            for metric in self.ranking.values():
+                metric.update(preds, target)
 
     def reset(self) -> None:
         self.confusion.reset()
+        for metric in self.ranking.values():
+            metric.reset()
 
     def compute(self) -> dict[str, Tensor]:
         """Scalar tensors keyed by metric name, synced across DDP ranks by torchmetrics."""
         confusion = self.confusion.compute().to(torch.float64)
-        support = confusion.sum(dim=1)
-        predicted = confusion.sum(dim=0)
-        true_positives = confusion.diagonal()
-        recall = safe_divide(true_positives, support)
-        precision = safe_divide(true_positives, predicted)
-        f1 = safe_divide(2 * precision * recall, precision + recall)
-        present = support > 0
-        values: dict[str, Tensor] = {
-            "acc": true_positives.sum() / support.sum().clamp_min(1),
-            # Mean over the classes that occur, like sklearn's balanced_accuracy_score.
-            "balanced_acc": recall[present].mean() if present.any() else recall.new_zeros(()),
-            # Over the classes that occur in targets or predictions, like sklearn's f1_score.
-            "macro_f1": f1[present | (predicted > 0)].mean() if present.any() else f1.new_zeros(()),
-        }
+        if self.task == "multilabel":
+            values, support, recall = self._multilabel_summary(confusion)
+        else:
+            values, support, recall = self._multiclass_summary(confusion)
+        for name, metric in self.ranking.items():
+            if metric.update_count:
+                values[name] = metric.compute()
         for name, class_recall, class_support in zip(self.class_names, recall, support):
             values[f"recall/{name}"] = class_recall
             values[f"support/{name}"] = class_support
         if self.class_counts.sum() > 0:
+            present = support > 0
             for group, mask in shot_groups(self.class_counts, self.many_threshold, self.few_threshold).items():
                 mask = mask.to(recall.device) & present
                 if mask.any():
                     values[f"{group}_recall"] = recall[mask].mean()
         return {key: value.float() for key, value in values.items()}
 
+    @staticmethod
+    def _multiclass_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        support = confusion.sum(dim=1)
+        predicted = confusion.sum(dim=0)
+        true_positives = confusion.diagonal()
+        rates = class_rates(true_positives, predicted - true_positives, support - true_positives)
+        present = support > 0
+        values = {
+            "acc": true_positives.sum() / support.sum().clamp_min(1),
+            # Mean over the classes that occur, like sklearn's balanced_accuracy_score.
+            "balanced_acc": rates["recall"][present].mean() if present.any() else support.new_zeros(()),
+            # Over the classes that occur in targets or predictions, like sklearn's f1_score.
+            "macro_f1": rates["f1"][present | (predicted > 0)].mean() if present.any() else support.new_zeros(()),
+        }
+        return values, support, rates["recall"]
+
+    @staticmethod
+    def _multilabel_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        # torchmetrics' multilabel confusion is (L, 2, 2) = [label, true, pred].
+        true_negatives, false_positives = confusion[:, 0, 0], confusion[:, 0, 1]
+        false_negatives, true_positives = confusion[:, 1, 0], confusion[:, 1, 1]
+        support = true_positives + false_negatives
+        rates = class_rates(true_positives, false_positives, false_negatives)
+        specificity = class_rates(true_negatives, false_negatives, false_positives)["recall"]
+        values = {
+            "acc": (true_positives + true_negatives).sum() / confusion.sum().clamp_min(1),
+            "balanced_acc": ((rates["recall"] + specificity) / 2).mean(),
+            # Every label counts, like sklearn's f1_score(average="macro") on multi-label targets.
+            "macro_f1": rates["f1"].mean(),
+        }
+        return values, support, rates["recall"]
+
     def confusion_matrix(self) -> Tensor:
-        """The synced ``(C, C)`` confusion matrix ``[true, pred]``."""
+        """The synced confusion matrix: ``(C, C)`` ``[true, pred]``, multi-label ``(L, 2, 2)``."""
         return self.confusion.compute()
