@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
 
 from lit_imbalance._checks import check_positive_int, fail
 from lit_imbalance.data.labels import class_counts
@@ -99,6 +99,12 @@ class ArrayDataModule(L.LightningDataModule):
     evaluation loaders shard without padding, so every test sample is counted
     exactly once in the per-class metrics.
 
+    ``train_subset`` (indices into the training split, ``None`` for all of it)
+    restricts what the training loader serves, and what ``train_labels``,
+    ``train_class_counts`` and the sampler see; hard negative mining
+    (:class:`~lit_imbalance.callbacks.HardNegativeMining`) grows it from
+    ``train_pool``, the whole training split.
+
     Args:
         batch_size: training batch size.
         eval_batch_size: validation/test batch size (defaults to ``batch_size``).
@@ -124,6 +130,7 @@ class ArrayDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.sampler = sampler
         self._class_names = list(class_names) if class_names is not None else None
+        self.train_subset: torch.Tensor | None = None
 
     @property
     def num_features(self) -> int:
@@ -140,9 +147,15 @@ class ArrayDataModule(L.LightningDataModule):
         return [str(name) for name in self._class_names]
 
     @property
+    def train_pool(self) -> TensorDataset:
+        """Every training sample, whatever ``train_subset`` selects."""
+        return self.dataset("train")
+
+    @property
     def train_labels(self) -> torch.Tensor:
-        """Training labels, 1-D int64."""
-        return self.splits["train"].y
+        """Labels of the training samples in use (``train_subset``, or all), 1-D int64."""
+        labels = self.splits["train"].y
+        return labels if self.train_subset is None else labels[self.train_subset]
 
     @property
     def train_class_counts(self) -> torch.Tensor:
@@ -154,9 +167,11 @@ class ArrayDataModule(L.LightningDataModule):
         return TensorDataset(self.splits[split].x, self.splits[split].y)
 
     def train_dataloader(self) -> DataLoader:
+        # The sampler indexes the dataset it is given: the subset's labels for the subset.
         sampler = self.sampler(self.train_labels) if self.sampler is not None else None
+        pool = self.train_pool
         return DataLoader(
-            self.dataset("train"),
+            pool if self.train_subset is None else Subset(pool, self.train_subset.tolist()),
             batch_size=self.batch_size,
             shuffle=sampler is None,
             sampler=sampler,
