@@ -13,6 +13,7 @@ from torch.utils.data import RandomSampler
 
 from lit_imbalance.callbacks import HardNegativeMining
 from lit_imbalance.data import ArrayDataModule, Split
+from tests.test_mixin import single_thread  # noqa: F401  (autouse fixture)
 
 QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
 

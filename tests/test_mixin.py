@@ -22,6 +22,18 @@ from lit_imbalance.models import MLPClassifier
 from lit_imbalance.priors import prior_logits
 from tests.conftest import run_train_py
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models train faster on one thread, and far faster when other jobs share the cores.
+
+    The other fit-running test modules of the mixin import it (autouse applies per module).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
 DIGITS_COUNTS = [104, 67, 43, 28, 18, 11, 7, 4, 3, 2]
 
@@ -261,7 +273,8 @@ def test_bf16_mixed_precision_fit_gives_finite_metrics(train_cfg, tmp_path: Path
     assert metrics["test/balanced_acc"] > 0.3  # ten classes: chance is 0.1
 
 
-def test_ddp_two_processes_with_warmup(tmp_path: Path) -> None:
+def test_ddp_two_processes_with_warmup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes on two cores
     run_dir = tmp_path / "run"
     result = run_train_py(
         "trainer.devices=2", "trainer.accelerator=cpu", "warmup.epochs=1", "trainer.max_epochs=2",

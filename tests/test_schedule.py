@@ -15,6 +15,7 @@ from lit_imbalance.data import DigitsLTDataModule
 from lit_imbalance.models import MLPClassifier
 from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.weights import class_weights
+from tests.test_mixin import single_thread  # noqa: F401  (autouse fixture)
 
 QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
 

@@ -53,8 +53,10 @@ class HardNegativeMining(Callback):
         batch_size: scoring batch size.
         seed: seed of the first random draw of negatives.
 
-    Example:
-        >>> trainer = L.Trainer(reload_dataloaders_every_n_epochs=1, callbacks=[HardNegativeMining()])  # doctest: +SKIP
+    Usage::
+
+        trainer = L.Trainer(reload_dataloaders_every_n_epochs=1, callbacks=[HardNegativeMining(threshold=0.5)])
+        trainer.fit(model, datamodule)  # datamodule: an ArrayDataModule, or one with train_pool/train_subset
     """
 
     def __init__(
