@@ -2,5 +2,6 @@
 
 from lit_imbalance.callbacks.hard_negative_mining import HardNegativeMining
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
+from lit_imbalance.callbacks.plots import ImbalancePlots
 
-__all__ = ["HardNegativeMining", "MetricsJsonWriter"]
+__all__ = ["HardNegativeMining", "ImbalancePlots", "MetricsJsonWriter"]
