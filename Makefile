@@ -5,7 +5,8 @@ PYTHON ?= python3
 # Installed only when $(VENV) has no torch yet: an existing environment
 # (make test VENV=$$CONDA_PREFIX) keeps the torch it has, CUDA or not.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+# sweep: the Optuna sweeper, so CI runs the Optuna sweep test instead of skipping it.
+EXTRAS ?= dev,sweep
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lit_imbalance-installed

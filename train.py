@@ -4,9 +4,11 @@ import hydra
 from omegaconf import DictConfig
 
 from lit_imbalance.app import train
+from lit_imbalance.sweep import keep_sweeping
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@keep_sweeping  # in a multirun, a failed job becomes a failed row instead of ending the sweep
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
+from lit_imbalance.sweep import ddp_job_scope
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,16 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        objective = optimized_value(trainer, cfg.get("optimized_metric"))
-        writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
-        if writer is not None and objective is not None:
-            writer.add(trainer, objective=objective, optimized_metric=cfg.optimized_metric)
-        if cfg.get("run_test", True):
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        # In a multirun, DDP children must re-run this job, not the whole sweep.
+        with ddp_job_scope(trainer):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            objective = optimized_value(trainer, cfg.get("optimized_metric"))
+            writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
+            if writer is not None and objective is not None:
+                writer.add(trainer, objective=objective, optimized_metric=cfg.optimized_metric)
+            if cfg.get("run_test", True):
+                best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
     finally:
         # One process runs many jobs in a multirun: close this job's wandb run.
         for logger in trainer.loggers:
