@@ -128,3 +128,17 @@ def test_needs_dataloader_reloads_and_a_subset_datamodule() -> None:
         trainer.fit(FixedScorer(), KnownScores())
     with pytest.raises(ValueError, match=r"`threshold` to be a float in \[0, 1\], but got 2"):
         HardNegativeMining(threshold=2)
+
+
+def test_multiclass_score_is_the_probability_of_not_being_background() -> None:
+    class ThreeClass(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x  # the features are the logits
+
+    module = ThreeClass()
+    module.device = torch.device("cpu")
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    dataset = torch.utils.data.TensorDataset(logits, torch.zeros(3, dtype=torch.long))
+    scores = HardNegativeMining(negative_class=0, batch_size=2).score(module, dataset)
+    assert scores.tolist() == pytest.approx((1 - logits.softmax(1)[:, 0]).tolist())
+    assert module.training  # put back in training mode after scoring
