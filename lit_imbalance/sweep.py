@@ -134,11 +134,14 @@ def ddp_job_scope(trainer: L.Trainer) -> Iterator[None]:
     children get the job's own overrides in run mode and the job's output
     directory; afterwards the children are reaped and the process group and the
     DDP environment variables are cleared, so the next job launches afresh.
-    Outside a multirun, or with another launcher (``ddp_spawn``, one device),
-    it does nothing.
+    Outside a multirun, with another launcher (``ddp_spawn``, one device) or
+    when the processes are started externally (torchrun, SLURM), it does nothing.
     """
     launcher = getattr(trainer.strategy, "launcher", None)
-    if not (in_multirun() and isinstance(launcher, _SubprocessScriptLauncher) and is_launching_process()):
+    # Under torchrun or SLURM every rank runs the sweep itself, in step: nothing to re-launch.
+    relaunches = (isinstance(launcher, _SubprocessScriptLauncher)
+                  and not launcher.cluster_environment.creates_processes_externally)
+    if not (in_multirun() and relaunches):
         yield
         return
     hydra = HydraConfig.get()

@@ -18,7 +18,8 @@ GPU_ONLY = ("fsdp", "deepspeed")
 
 
 def cpu_trainer(strategy: str, devices: int = 2):
-    cfg = compose_train([f"strategy={strategy}", f"trainer.devices={devices}", "trainer.accelerator=cpu", "logger=none"])
+    overrides = [f"strategy={strategy}", f"trainer.devices={devices}", "trainer.accelerator=cpu", "logger=none"]
+    cfg = compose_train(overrides)
     return instantiate(cfg.trainer)
 
 
