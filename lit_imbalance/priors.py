@@ -1,13 +1,14 @@
-"""Class priors as logits: bias-prior initialisation and post-hoc logit adjustment.
+"""Class priors from class counts, and logit adjustment by them.
 
-Both start from the same vector, the *prior logits*: the logits whose
-prediction is the training class prior. For a softmax classifier (multiclass)
-that is ``log pi_c``; for a sigmoid output (binary, multi-label) it is the
-log-odds ``log(pi / (1 - pi)) = -log((1 - pi) / pi)``. Setting a classifier's
-bias to it makes the untrained model predict the prior (Lin et al. 2017,
-"Focal Loss": no early flood of loss from the frequent classes); subtracting
-``tau`` times it from trained logits removes the prior the model learned
-(Menon et al. 2021, "Long-tail learning via logit adjustment").
+One helper, :func:`adjust_logits`, shifts logits by ``tau * log prior``; the
+balanced-softmax and logit-adjusted losses add the prior during training, and
+:func:`posthoc_logit_adjustment` subtracts it at prediction time (Menon et al.,
+2021, "Long-tail learning via logit adjustment").
+
+:func:`prior_logits` generalises the log prior to sigmoid outputs (the
+log-odds of binary and multi-label tasks) for the mixin's bias-prior
+initialisation (:func:`init_bias_prior`, Lin et al. 2017, "Focal Loss") and its
+post-hoc adjustment, so both use the same vector.
 """
 
 from __future__ import annotations
@@ -18,37 +19,102 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lit_imbalance._checks import check_choice, check_non_negative, fail
+from lit_imbalance._checks import check_choice, fail
 from lit_imbalance.weights import as_class_counts
 
-PriorTask = Literal["multiclass", "binary", "multilabel"]
+
+def positive_class_counts(class_counts: Sequence[float] | Tensor, reason: str = "its log is -inf") -> Tensor:
+    """Validate class counts that must be ``> 0`` for every class; return them as float64.
+
+    Args:
+        class_counts: samples per class, shape ``(C,)``.
+        reason: why an empty class is a problem, quoted in the error.
+
+    Raises:
+        ValueError: if a class has no sample (or the counts are otherwise invalid).
+
+    Example:
+        >>> positive_class_counts([3, 1])
+        tensor([3., 1.], dtype=torch.float64)
+    """
+    counts = as_class_counts(class_counts)
+    if (counts == 0).any():
+        fail("class_counts", f"at least one sample in every class (for an empty class {reason})", counts.tolist())
+    return counts
 
 
 def log_prior(class_counts: Sequence[float] | Tensor) -> Tensor:
-    """``log pi_c = log(n_c / sum(n))``, float32; a zero count gives ``-inf``.
+    r"""Log class prior :math:`\log \pi_c = \log n_c - \log \sum_k n_k`.
+
+    Args:
+        class_counts: training samples per class, shape ``(C,)``; every count
+            must be positive (an empty class has prior 0 and log prior
+            :math:`-\infty`, which would turn adjusted logits into NaN).
+
+    Returns:
+        float32 tensor of shape ``(C,)``.
 
     Example:
         >>> log_prior([3, 1]).exp()
         tensor([0.7500, 0.2500])
     """
-    counts = as_class_counts(class_counts)
-    return (counts / counts.sum()).log().float()
+    counts = positive_class_counts(class_counts)
+    return (counts.log() - counts.sum().log()).to(torch.float32)
 
 
 def adjust_logits(logits: Tensor, log_prior: Tensor, tau: float = 1.0) -> Tensor:
-    """Post-hoc logit adjustment: ``logits - tau * log_prior``.
+    r"""Shift logits by the scaled log prior: :math:`f_c(x) + \tau \log \pi_c`.
 
-    ``log_prior`` broadcasts over the last dimension of ``logits``: ``(C,)``
-    class log-priors for softmax logits ``(N, C)``, or the log-odds of
-    :func:`prior_logits` for sigmoid logits. ``tau = 1`` is the Bayes-optimal
-    correction for balanced error when the model fits the training prior.
+    The class dimension is dim 1, so ``(N, C)`` and ``(N, C, d1, ...)`` logits
+    both work. ``tau > 0`` adds the prior (the training-time adjustment of the
+    balanced-softmax and logit-adjusted losses); a negative ``tau`` removes it
+    (post-hoc adjustment).
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)``.
+        log_prior: ``(C,)``, e.g. from :func:`log_prior`.
+        tau: scale of the prior.
+
+    Returns:
+        Adjusted logits, same shape and dtype as ``logits``.
 
     Example:
         >>> adjust_logits(torch.zeros(1, 2), log_prior([3, 1]))
-        tensor([[0.2877, 1.3863]])
+        tensor([[-0.2877, -1.3863]])
     """
-    check_non_negative("tau", tau)
-    return logits - tau * log_prior.to(device=logits.device, dtype=logits.dtype)
+    if logits.ndim < 2 or log_prior.shape != (logits.shape[1],):
+        fail(
+            "log_prior",
+            f"a tensor of shape (C,) matching dim 1 of logits of shape {tuple(logits.shape)}",
+            f"shape {tuple(log_prior.shape)}",
+        )
+    shift = log_prior.to(device=logits.device, dtype=logits.dtype).view(1, -1, *([1] * (logits.ndim - 2)))
+    return logits + tau * shift
+
+
+def posthoc_logit_adjustment(logits: Tensor, class_counts: Sequence[float] | Tensor, tau: float = 1.0) -> Tensor:
+    r"""Post-hoc logit adjustment (Menon et al., 2021): :math:`f_c(x) - \tau \log \pi_c`.
+
+    Apply it at prediction time to a model trained with plain cross-entropy:
+    ``argmax`` of the adjusted logits approximates the balanced-error-optimal
+    prediction (``tau=1``). Do not apply it to a model trained with
+    ``balanced_softmax`` or ``logit_adjusted``: those already learned
+    prior-free logits.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)``.
+        class_counts: training samples per class, shape ``(C,)``, all positive.
+        tau: strength of the adjustment; 0 returns the logits unchanged.
+
+    Example:
+        >>> logits = torch.tensor([[1.0, 0.5]])
+        >>> posthoc_logit_adjustment(logits, class_counts=[90, 10]).argmax(1)
+        tensor([1])
+    """
+    return adjust_logits(logits, log_prior(class_counts), -tau)
+
+
+PriorTask = Literal["multiclass", "binary", "multilabel"]
 
 
 def prior_logits(
@@ -62,17 +128,17 @@ def prior_logits(
 
     With class counts, :math:`\pi` is estimated from them:
 
-    * ``multiclass``: counts ``(C,)``, :math:`b_c = \log \pi_c`, so
-      ``softmax(b) == pi``;
+    * ``multiclass``: counts ``(C,)``, :math:`b_c = \log \pi_c` (:func:`log_prior`),
+      so ``softmax(b) == pi``;
     * ``binary``: counts ``(2,)`` = (negatives, positives), one output
       :math:`b = -\log((1 - \pi) / \pi)` with :math:`\pi` the positive rate;
     * ``multilabel``: positives per label ``(L,)`` out of ``num_samples``
       samples, :math:`b_l = -\log((1 - \pi_l) / \pi_l)`, so ``sigmoid(b) == pi``.
 
     Smoothing: a count of 0 (a class never seen, a label never or always on)
-    would give an infinite logit, so every count — of a class, or of a label's
-    positives and negatives — is raised to at least 1 first. Classes with
-    samples keep their exact prior when none is 0.
+    would give an infinite logit, so every count (of a class, or of a label's
+    positives and negatives) is raised to at least 1 first. When no count is 0
+    the prior is exact.
 
     Args:
         class_counts: training counts as above; ignored when ``prior`` is given.
