@@ -1,0 +1,136 @@
+"""Gradient harmonizing classification loss (GHM-C, Li, Liu & Wang, 2019)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_imbalance._checks import check_in_unit_interval, check_positive_int
+from lit_imbalance.losses._common import (
+    SIGMOID_REDUCTIONS,
+    binary_targets,
+    check_logits,
+    check_reduction,
+    mask,
+    reduce_loss,
+)
+
+
+def ghmc_loss(
+    logits: Tensor,
+    target: Tensor,
+    bins: int = 10,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""GHM-C: binary cross-entropy re-weighted by the inverse density of gradient norms.
+
+    The gradient norm of BCE w.r.t. a logit is :math:`g = |\sigma(x) - t|`.
+    Split :math:`[0, 1]` into ``bins`` equal bins; an element in a bin holding
+    a fraction :math:`f_b` of the elements that count gets the weight
+    :math:`\beta = 1 / (f_b\, n)`, with :math:`n` the number of non-empty bins:
+
+    .. math:: \mathrm{GHM\text{-}C}(x, t) = \beta(g)\,\mathrm{BCE}(x, t).
+
+    The many easy examples (small :math:`g`) and the few outliers (:math:`g`
+    near 1) are both down-weighted. The weights carry no gradient. Everything
+    is computed with tensor ops (``scatter_add``, ``where``), without
+    ``.item()`` or branching on tensor values, so the forward never waits for
+    the device. This stateless form uses the batch's own bin fractions; the
+    module adds the paper's moving average.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)`` (or any shape with same-shape targets).
+        target: same shape as ``logits``, or integer class indices ``(N, d1, ...)``
+            one-hot encoded along dim 1 (``ignore_index`` rows masked).
+        bins: number of gradient-norm bins.
+        ignore_index: class index whose rows are ignored (class-index targets only).
+        reduction: ``"mean"`` (over the elements that count, as in the paper),
+            ``"sum"``, ``"none"`` or ``"positives"``.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+        >>> ghmc_loss(logits, torch.tensor([0, 1]), bins=10)
+        tensor(0.3657)
+    """
+    logits = check_logits(logits, min_ndim=1)
+    check_positive_int("bins", bins)
+    check_reduction(reduction, SIGMOID_REDUCTIONS)
+    targets, valid = binary_targets(logits, target, ignore_index)
+    loss, _ = _ghmc(logits, targets, valid, bins, None, 0.0, reduction)
+    return loss
+
+
+def _ghmc(
+    logits: Tensor,
+    targets: Tensor,
+    valid: Tensor | None,
+    bins: int,
+    running_fractions: Tensor | None,
+    momentum: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor]:
+    """GHM-C loss and the bin fractions it used (the moving average when ``running_fractions`` is given)."""
+    grad_norm = (torch.sigmoid(logits.detach()) - targets.detach()).abs()
+    bin_index = (grad_norm * bins).long().clamp_(max=bins - 1)  # floor; g == 1 joins the last bin
+    counted = torch.ones_like(grad_norm) if valid is None else valid.expand_as(grad_norm).to(grad_norm.dtype)
+    counts = grad_norm.new_zeros(bins).scatter_add_(0, bin_index.flatten(), counted.flatten())
+    occupied = counts > 0
+    fractions = counts / counts.sum().clamp_min(1.0)
+    if running_fractions is not None:
+        # Moving average over the bins this batch occupies; a bin's first visit starts it at the batch value.
+        running = running_fractions.to(fractions)
+        averaged = torch.where(running > 0, momentum * running + (1 - momentum) * fractions, fractions)
+        fractions = torch.where(occupied, averaged, running)
+    bin_weight = torch.where(occupied, (fractions * occupied.sum()).reciprocal(), 0.0)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * bin_weight[bin_index]
+    return reduce_loss(mask(loss, valid), reduction, valid, targets=targets), fractions
+
+
+class GHMCLoss(nn.Module):
+    """GHM-C loss with the paper's moving average of bin fractions; see :func:`ghmc_loss`.
+
+    With ``momentum > 0`` each bin's fraction is an exponential moving average
+    over batches, kept in the buffer ``bin_fractions`` (saved in checkpoints)
+    and updated only in training mode, so validation never moves it. A bin
+    seen for the first time starts at the batch's fraction (mmdetection starts
+    the average at zero, which inflates the first weights by ``1/(1-momentum)``).
+    Averaging fractions rather than raw counts makes the estimate independent
+    of the batch size (it equals mmdetection's when the batch size is fixed).
+
+    Args:
+        bins: number of gradient-norm bins.
+        momentum: moving-average momentum in ``[0, 1)``; 0 uses each batch alone.
+        ignore_index: class index whose rows are ignored (class-index targets only).
+        reduction: ``"mean"``, ``"sum"``, ``"none"`` or ``"positives"``.
+
+    Example:
+        >>> loss = GHMCLoss(bins=10, momentum=0.75)
+        >>> loss(torch.tensor([[2.0, -1.0], [0.5, 3.0]]), torch.tensor([0, 1]))
+        tensor(0.3657)
+    """
+
+    needs_class_counts = False
+
+    def __init__(
+        self, bins: int = 10, momentum: float = 0.0, ignore_index: int = -100, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.bins = check_positive_int("bins", bins)
+        self.momentum = check_in_unit_interval("momentum", momentum, open_right=True)
+        self.ignore_index = ignore_index
+        self.reduction = check_reduction(reduction, SIGMOID_REDUCTIONS)
+        self.register_buffer("bin_fractions", torch.zeros(bins))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = check_logits(logits, min_ndim=1)
+        targets, valid = binary_targets(logits, target, self.ignore_index)
+        running = self.bin_fractions if self.momentum > 0 else None
+        loss, fractions = _ghmc(logits, targets, valid, self.bins, running, self.momentum, self.reduction)
+        if self.training and running is not None:
+            self.bin_fractions.copy_(fractions)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, momentum={self.momentum}"

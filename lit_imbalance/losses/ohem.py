@@ -1,0 +1,116 @@
+"""Online hard example mining (OHEM) over per-element binary cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_imbalance._checks import check_positive, check_positive_int
+from lit_imbalance.losses._common import (
+    SIGMOID_REDUCTIONS,
+    binary_targets,
+    check_logits,
+    check_reduction,
+    mask,
+    reduce_loss,
+)
+
+
+def ohem_loss(
+    logits: Tensor,
+    target: Tensor,
+    neg_pos_ratio: float = 3.0,
+    top_k: int | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Binary cross-entropy on the hard examples of the batch only.
+
+    Per element (a logit and its target), :math:`\ell = \mathrm{BCE}(x, t)`.
+    Mining picks, over the whole batch:
+
+    * by default (SSD-style hard negative mining, Liu et al., 2016): every
+      positive element (:math:`t > 0`) and the
+      :math:`\lfloor r \cdot \#\text{positives} \rfloor` negatives with the
+      largest loss, :math:`r` = ``neg_pos_ratio``; a batch without positives
+      keeps nothing;
+    * with ``top_k`` (Shrivastava et al., 2016): the ``top_k`` elements with the
+      largest loss, positive or negative.
+
+    The selection carries no gradient. It sorts instead of asking the device
+    how many negatives to keep, so it never synchronises with the host.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)`` (or any shape with same-shape targets).
+        target: same shape as ``logits``, or integer class indices ``(N, d1, ...)``
+            one-hot encoded along dim 1 (``ignore_index`` rows masked).
+        neg_pos_ratio: hard negatives kept per positive, ``> 0``.
+        top_k: keep the ``top_k`` hardest elements instead.
+        ignore_index: class index whose rows are ignored (class-index targets only).
+        reduction: ``"mean"`` (over the kept elements), ``"sum"``, ``"none"``
+            (zero where not kept) or ``"positives"`` (sum over ``max(1, #positives)``, SSD's normaliser).
+
+    Example:
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5], [0.5, 3.0, -2.0]])
+        >>> ohem_loss(logits, torch.tensor([0, 1]), neg_pos_ratio=1.0)
+        tensor(0.5309)
+    """
+    logits = check_logits(logits, min_ndim=1)
+    check_positive("neg_pos_ratio", neg_pos_ratio)
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    check_reduction(reduction, SIGMOID_REDUCTIONS)
+    targets, valid = binary_targets(logits, target, ignore_index)
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    keep = hard_examples(loss.detach(), targets, valid, neg_pos_ratio, top_k)
+    return reduce_loss(mask(loss, keep), reduction, keep, targets=targets)
+
+
+def hard_examples(
+    loss: Tensor, targets: Tensor, valid: Tensor | None, neg_pos_ratio: float, top_k: int | None
+) -> Tensor:
+    """Boolean mask (shaped like ``loss``) of the elements :func:`ohem_loss` keeps."""
+    counted = torch.ones_like(loss, dtype=torch.bool) if valid is None else valid.expand_as(loss)
+    flat_loss, counted = loss.flatten(), counted.flatten()
+    if top_k is not None:
+        hardest = flat_loss.masked_fill(~counted, -torch.inf).topk(min(top_k, flat_loss.numel())).indices
+        keep = torch.zeros_like(counted).scatter_(0, hardest, True) & counted
+        return keep.view_as(loss)
+    positive = (targets.detach().flatten() > 0) & counted
+    negative = counted & ~positive
+    num_hard = (positive.sum() * neg_pos_ratio).floor()
+    order = flat_loss.masked_fill(~negative, -torch.inf).argsort(descending=True)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    return (positive | (negative & (rank < num_hard))).view_as(loss)
+
+
+class OHEMLoss(nn.Module):
+    """Online hard example mining; see :func:`ohem_loss`.
+
+    Example:
+        >>> loss = OHEMLoss(neg_pos_ratio=1.0)
+        >>> loss(torch.tensor([[2.0, -1.0, 0.5], [0.5, 3.0, -2.0]]), torch.tensor([0, 1]))
+        tensor(0.5309)
+    """
+
+    needs_class_counts = False
+
+    def __init__(
+        self,
+        neg_pos_ratio: float = 3.0,
+        top_k: int | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.neg_pos_ratio = check_positive("neg_pos_ratio", neg_pos_ratio)
+        self.top_k = None if top_k is None else check_positive_int("top_k", top_k)
+        self.ignore_index = ignore_index
+        self.reduction = check_reduction(reduction, SIGMOID_REDUCTIONS)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return ohem_loss(logits, target, self.neg_pos_ratio, self.top_k, self.ignore_index, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"neg_pos_ratio={self.neg_pos_ratio}, top_k={self.top_k}"
