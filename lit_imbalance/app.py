@@ -68,8 +68,9 @@ def train(cfg: DictConfig) -> float | None:
         # In a multirun, DDP children must re-run this job, not the whole sweep.
         with ddp_job_scope(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            objective = optimized_value(trainer, cfg.get("optimized_metric"))
             writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
+            recorded = writer.read() if writer is not None else {}
+            objective = optimized_value(trainer, cfg.get("optimized_metric"), recorded)
             if writer is not None and objective is not None:
                 writer.add(trainer, objective=objective, optimized_metric=cfg.optimized_metric)
             if cfg.get("run_test", True):
@@ -85,13 +86,19 @@ def train(cfg: DictConfig) -> float | None:
     return objective
 
 
-def optimized_value(trainer: L.Trainer, metric: str | None) -> float | None:
-    """The best value of ``metric`` if the checkpoint callback tracks it, else its last value."""
+def optimized_value(trainer: L.Trainer, metric: str | None, recorded: dict[str, Any] | None = None) -> float | None:
+    """The best value of ``metric`` if the checkpoint callback tracks it, else its last value.
+
+    ``recorded`` (the metrics.json record) supplies ``best/<metric>`` when the fit
+    ran in spawned workers, whose checkpoint callback kept the best score.
+    """
     if not metric:
         return None
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and getattr(checkpoint, "monitor", None) == metric and checkpoint.best_model_score is not None:
         return float(checkpoint.best_model_score)
+    if recorded and recorded.get(f"best/{metric}") is not None:
+        return float(recorded[f"best/{metric}"])
     value = trainer.callback_metrics.get(metric)
     if value is None:
         log.warning("optimized_metric %r was never logged; known metrics: %s", metric, sorted(trainer.callback_metrics))

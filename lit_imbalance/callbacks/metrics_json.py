@@ -39,12 +39,18 @@ class MetricsJsonWriter(Callback):
         self.values.update(values)
         self._write(trainer)
 
+    def read(self) -> dict[str, Any]:
+        """What the file holds now, including what other processes wrote (``ddp_spawn`` workers)."""
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
+        # A new fit starts a new record: nothing from an earlier run in this directory survives.
+        self.values = {"status": "running"}
         counts = getattr(pl_module, "class_counts", None)
         if counts is not None:
             self.values["train_class_counts"] = [int(c) for c in counts.tolist()]
-        self.values["status"] = "running"
+        self._write(trainer, merge=False)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -78,10 +84,13 @@ class MetricsJsonWriter(Callback):
                 self.values[key] = float(value) if math.isfinite(value) else None
         self._write(trainer)
 
-    def _write(self, trainer: L.Trainer) -> None:
+    def _write(self, trainer: L.Trainer, merge: bool = True) -> None:
         if not trainer.is_global_zero:
             return
+        # Merge onto the file: under ddp_spawn the fit ran in a worker whose entries this
+        # (main-process) copy of the callback never saw.
+        record = {**self.read(), **self.values} if merge else self.values
         self.path.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.path.with_suffix(".json.tmp")
-        scratch.write_text(json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         os.replace(scratch, self.path)
