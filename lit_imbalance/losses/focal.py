@@ -3,13 +3,20 @@
 :func:`sigmoid_focal_loss` has the signature and values of
 ``torchvision.ops.sigmoid_focal_loss`` and is a drop-in replacement. Its fast
 path is a custom autograd function that computes the loss and the closed-form
-gradient in one pass and saves only the gradient for backward; for inputs of
-at least ``COMPILE_MIN_ELEMENTS`` elements the same kernel runs through
-``torch.compile``, which fuses it (and the reduction) into one loop.
+gradient in one pass and saves only the gradient for backward (the textbook
+formula keeps about five input-sized tensors for autograd). For inputs of at
+least ``COMPILE_MIN_ELEMENTS`` elements the same kernel runs through
+``torch.compile``, specialised on ``alpha`` and ``gamma``, which fuses it and
+the reduction into one loop: on 2 CPU cores and 4M elements, forward+backward
+takes about the time of ``F.binary_cross_entropy_with_logits`` (the eager
+kernel about 2.5x, the textbook formula about 4x). Compiling costs a few
+seconds once per process and ``(alpha, gamma)`` (Inductor caches on disk), and
+falls back to the eager kernel, with one warning, where it fails.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -84,13 +91,12 @@ def sigmoid_focal_loss(
             one value per class (broadcast along dim 1).
         ignore_index: class index whose rows are ignored (class-index targets only).
         fast_path: ``"auto"`` (default: the fused kernel, compiled for inputs of
-            at least ``COMPILE_MIN_ELEMENTS`` elements), ``"eager"`` (fused
-            kernel, never compiled), ``"compiled"`` (always compiled) or
-            ``"reference"`` (plain autograd through the formula). The fused
-            kernel needs targets and ``pos_weight`` that do not require grad;
-            otherwise the reference path runs. All paths give the same values
-            up to float rounding; compilation falls back to eager, with one
-            warning, if it fails.
+            at least ``COMPILE_MIN_ELEMENTS`` = 2**20 elements, eager below, and
+            eager inside an outer ``torch.compile``), ``"eager"`` (fused kernel,
+            never compiled), ``"compiled"`` (always compiled) or ``"reference"``
+            (plain autograd through the formula). The fused kernel needs targets
+            and ``pos_weight`` that do not require grad; otherwise the reference
+            path runs. All paths give the same values up to float rounding.
 
     Returns:
         The reduced loss (fp32, or fp64 for fp64 logits), or the element-wise loss for ``"none"``.
@@ -169,11 +175,24 @@ def _sigmoid_focal_reference(
     return loss
 
 
+def _log_sigmoid_and_sigmoid(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log sigmoid(x), sigmoid(x))``.
+
+    Eagerly, the two library kernels; traced by ``torch.compile``, both from one
+    ``exp(-|x|)``, which the compiler fuses (one transcendental fewer per element).
+    """
+    if torch.compiler.is_compiling():
+        exp_neg_abs = torch.exp(-x.abs())
+        log_p = torch.clamp_max(x, 0) - torch.log1p(exp_neg_abs)
+        return log_p, torch.where(x >= 0, 1.0, exp_neg_abs) / (1 + exp_neg_abs)
+    return F.logsigmoid(x), torch.sigmoid(x)
+
+
 def _sigmoid_focal_terms(
     x: Tensor,
     t: Tensor,
-    alpha: float | Tensor | None,
-    gamma: float | Tensor,
+    alpha: float | None,
+    gamma: float,
     pos_weight: Tensor | None,
     element_weight: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
@@ -185,8 +204,7 @@ def _sigmoid_focal_terms(
     :math:`p(1-p) \le q`, the quotient stays bounded when :math:`q \to 0`, where
     the textbook chain rule multiplies an infinity by zero.
     """
-    log_p = F.logsigmoid(x)
-    p = torch.sigmoid(x)
+    log_p, p = _log_sigmoid_and_sigmoid(x)
     ce = torch.addcmul(x, t, x, value=-1)  # (1 - t) x
     if pos_weight is None:
         ce.sub_(log_p)  # BCE = (1 - t) x - log p
@@ -213,47 +231,53 @@ def _sigmoid_focal_terms(
     return ce.mul_(factor), grad.mul_(factor)
 
 
-def _sigmoid_focal_reduced(
-    x: Tensor,
-    t: Tensor,
-    alpha: float | Tensor | None,
-    gamma: float | Tensor,
-    pos_weight: Tensor | None,
-    element_weight: Tensor | None,
-    scale: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """``(sum(loss) * scale, grad * scale)``: compiled, the reduction fuses into the same loop."""
-    loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
-    return loss.sum() * scale, grad.mul_(scale)
+@functools.lru_cache(maxsize=32)
+def _compiled_kernel(alpha: float | None, gamma: float, reduced: bool) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The fused kernel under ``torch.compile``, one per ``(alpha, gamma, reduced)``.
+
+    The hyper-parameters are closure constants, so the compiler specialises on
+    them (``gamma=2`` becomes ``q * q``, not ``exp(2 log q)``): twice as fast as
+    passing them in, for one compilation per value. ``reduced`` fuses the sum.
+    """
+
+    def kernel(x: Tensor, t: Tensor, pos_weight: Tensor | None, element_weight: Tensor | None, scale: Tensor | None):
+        loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
+        if reduced:
+            return loss.sum() * scale, grad.mul_(scale)
+        return loss, grad
+
+    return torch.compile(kernel, dynamic=True)
 
 
-_compiled_kernels: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {}
-# Set when torch.compile fails once (no compiler, unsupported device): the eager kernel takes over.
+# Holds the error once torch.compile has failed (no C++ compiler, unsupported device): eager from then on.
 _compile_failed: list[BaseException] = []
 
 
-def _run_kernel(compiled: bool, args: tuple, scale: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Run the fused kernel, compiled when asked and possible, else eagerly."""
-    kernel = _sigmoid_focal_terms if scale is None else _sigmoid_focal_reduced
-    if scale is not None:
-        args = (*args, scale)
+def _run_kernel(
+    compiled: bool,
+    x: Tensor,
+    t: Tensor,
+    alpha: float | None,
+    gamma: float,
+    pos_weight: Tensor | None,
+    element_weight: Tensor | None,
+    scale: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Loss (summed and scaled when ``scale`` is given) and gradient, compiled when asked and possible."""
     if compiled and not _compile_failed:
-        if kernel.__name__ not in _compiled_kernels:
-            _compiled_kernels[kernel.__name__] = torch.compile(kernel, dynamic=True)
-        x, t, alpha, gamma, *rest = args
-        # Hyper-parameters as 0-d tensors: a new alpha/gamma must not trigger a recompilation.
-        alpha = None if alpha is None else torch.tensor(alpha, dtype=x.dtype, device=x.device)
-        gamma = torch.tensor(gamma, dtype=x.dtype, device=x.device)
         try:
-            return _compiled_kernels[kernel.__name__](x, t, alpha, gamma, *rest)
-        except Exception as error:  # no C++ compiler, unsupported device, ...: stay correct, just slower
+            return _compiled_kernel(alpha, gamma, scale is not None)(x, t, pos_weight, element_weight, scale)
+        except Exception as error:  # stay correct, just slower
             _compile_failed.append(error)
             warnings.warn(
                 f"torch.compile of the sigmoid focal kernel failed ({type(error).__name__}: {error}); "
                 "using the eager kernel from now on.",
                 stacklevel=4,
             )
-    return kernel(*args)
+    loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
+    if scale is None:
+        return loss, grad
+    return loss.sum() * scale, grad.mul_(scale)
 
 
 class _SigmoidFocalFunction(torch.autograd.Function):
@@ -271,7 +295,7 @@ class _SigmoidFocalFunction(torch.autograd.Function):
         scale: Tensor | None,
         compiled: bool,
     ) -> Tensor:
-        loss, grad = _run_kernel(compiled, (logits, targets, alpha, gamma, pos_weight, element_weight), scale)
+        loss, grad = _run_kernel(compiled, logits, targets, alpha, gamma, pos_weight, element_weight, scale)
         ctx.save_for_backward(grad)
         return loss
 
@@ -279,6 +303,7 @@ class _SigmoidFocalFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        # Out of place: backward may run again on a retained graph (gradcheck does).
         return grad * grad_output, None, None, None, None, None, None, None
 
 
