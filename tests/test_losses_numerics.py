@@ -19,6 +19,7 @@ from lit_imbalance.losses import (
     build_loss,
     sigmoid_focal_loss,
 )
+from lit_imbalance.losses.ohem import hard_examples
 
 COUNTS = [50, 20, 8, 3]
 C = len(COUNTS)
@@ -142,7 +143,7 @@ def test_ghm_and_ohem_never_read_tensor_values_on_the_host(monkeypatch: pytest.M
     """Anything that would sync a device (``.item()``, ``bool(tensor)``, ``.tolist()``) raises here."""
     x = torch.randn(16, 5, requires_grad=True)
     t = (torch.rand(16, 5) < 0.3).float()
-    losses_to_check = [GHMCLoss(bins=10, momentum=0.75), OHEMLoss(), OHEMLoss(top_k=5), SigmoidFocalLoss()]
+    losses_to_check = [GHMCLoss(bins=10, momentum=0.75), OHEMLoss(top_k=5), SigmoidFocalLoss()]
 
     def refuse(*args, **kwargs):
         raise AssertionError("host synchronisation")
@@ -151,8 +152,35 @@ def test_ghm_and_ohem_never_read_tensor_values_on_the_host(monkeypatch: pytest.M
         monkeypatch.setattr(torch.Tensor, method, refuse)
     for loss in losses_to_check:
         loss(x, t).backward()
+    # OHEM's ratio mode reads the count on the CPU only; its accelerator path is the sort.
+    hard_examples(x.detach(), t, None, 3.0, None, sync_free=True)
     monkeypatch.undo()
     assert torch.isfinite(x.grad).all()
+
+
+def test_ghm_compiles_to_one_graph_label_check_included() -> None:
+    """fullgraph=True fails on any graph break, i.e. on any read of a tensor value by Python."""
+    x = torch.randn(16, 5, requires_grad=True)
+    y = torch.randint(0, 5, (16,))
+    y[0] = -100
+    loss = GHMCLoss(bins=10, momentum=0.5)
+    compiled = torch.compile(loss, fullgraph=True)
+    value = compiled(x, y)
+    value.backward()
+    assert value.item() == pytest.approx(GHMCLoss(bins=10)(x, y).item(), rel=1e-5)
+    with pytest.raises(RuntimeError, match=r"`target` to be class indices in 0..4"):
+        compiled(x, torch.full((16,), 9))
+
+
+def test_ohem_selection_is_the_same_with_and_without_host_sync() -> None:
+    generator = torch.Generator().manual_seed(3)
+    loss = torch.rand(40, 6, generator=generator)
+    t = (torch.rand(40, 6, generator=generator) < 0.1).float()
+    masks = [hard_examples(loss, t, None, 3.0, None, sync_free=flag) for flag in (True, False)]
+    assert torch.equal(*masks) and masks[0].sum() == t.sum() * 4
+    tied = torch.zeros(40, 6)  # all losses equal: any choice of negatives has the same value
+    masks = [hard_examples(tied, t, None, 2.0, None, sync_free=flag) for flag in (True, False)]
+    assert masks[0].sum() == masks[1].sum() == t.sum() * 3
 
 
 # --- "positives" across DDP ranks ---------------------------------------------------------------

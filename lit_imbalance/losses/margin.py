@@ -14,7 +14,6 @@ from lit_imbalance.losses._common import (
     check_logits,
     check_reduction,
     class_index_target,
-    per_class,
 )
 from lit_imbalance.losses.reweighted import cross_entropy
 from lit_imbalance.priors import positive_class_counts
@@ -81,8 +80,9 @@ def ldam_loss(
     check_reduction(reduction)
     check_class_vector(margins, logits.shape[1], "margins")
     safe_target, _ = class_index_target(logits, target, ignore_index)
-    true_class = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, safe_target.unsqueeze(1), True)
-    shifted = logits - true_class * per_class(margins, logits)
+    index = safe_target.unsqueeze(1)
+    margin_of_target = margins.to(device=logits.device, dtype=logits.dtype)[index]
+    shifted = logits.scatter_add(1, index, -margin_of_target)  # x_y - margin_y, other logits unchanged
     return cross_entropy(s * shifted, target, weight, ignore_index=ignore_index, reduction=reduction)
 
 

@@ -38,8 +38,11 @@ def ohem_loss(
     * with ``top_k`` (Shrivastava et al., 2016): the ``top_k`` elements with the
       largest loss, positive or negative.
 
-    The selection carries no gradient. It sorts instead of asking the device
-    how many negatives to keep, so it never synchronises with the host.
+    The selection carries no gradient. On the CPU it reads the number of
+    negatives to keep and takes them with ``topk``; on other devices (and under
+    ``torch.compile``) it ranks the negatives with one sort instead, so it
+    never waits for the device. Both keep the same elements up to ties, which
+    have equal losses, so the value is the same.
 
     Args:
         logits: ``(N, C)`` or ``(N, C, d1, ...)`` (or any shape with same-shape targets).
@@ -68,9 +71,18 @@ def ohem_loss(
 
 
 def hard_examples(
-    loss: Tensor, targets: Tensor, valid: Tensor | None, neg_pos_ratio: float, top_k: int | None
+    loss: Tensor,
+    targets: Tensor,
+    valid: Tensor | None,
+    neg_pos_ratio: float,
+    top_k: int | None,
+    sync_free: bool | None = None,
 ) -> Tensor:
-    """Boolean mask (shaped like ``loss``) of the elements :func:`ohem_loss` keeps."""
+    """Boolean mask (shaped like ``loss``) of the elements :func:`ohem_loss` keeps.
+
+    ``sync_free=None`` picks the host-sync-free sort everywhere but on the CPU
+    outside ``torch.compile`` (see :func:`ohem_loss`).
+    """
     counted = torch.ones_like(loss, dtype=torch.bool) if valid is None else valid.expand_as(loss)
     flat_loss, counted = loss.flatten(), counted.flatten()
     if top_k is not None:
@@ -80,9 +92,17 @@ def hard_examples(
     positive = (targets.detach().flatten() > 0) & counted
     negative = counted & ~positive
     num_hard = (positive.sum() * neg_pos_ratio).floor()
-    order = flat_loss.masked_fill(~negative, -torch.inf).argsort(descending=True)
-    rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-    return (positive | (negative & (rank < num_hard))).view_as(loss)
+    negative_loss = flat_loss.masked_fill(~negative, -torch.inf)
+    if sync_free is None:
+        sync_free = flat_loss.device.type != "cpu" or torch.compiler.is_compiling()
+    if sync_free:
+        order = negative_loss.argsort(descending=True)
+        rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        hard = negative & (rank < num_hard)
+    else:  # reading the count is free on the CPU, and topk is several times faster than a full sort
+        count = int(torch.minimum(num_hard, negative.sum()).item())
+        hard = torch.zeros_like(negative).scatter_(0, negative_loss.topk(count).indices, True)
+    return (positive | hard).view_as(loss)
 
 
 class OHEMLoss(nn.Module):
