@@ -73,3 +73,11 @@ def test_train_py_reports_bad_data_path_by_key(tmp_path: Path) -> None:
     result = run_train_py("data=npz", "data.path=/nonexistent/x.npz", "logger=none", run_dir=tmp_path / "run")
     assert result.returncode != 0
     assert "full_key: data" in result.stderr and "/nonexistent/x.npz" in result.stderr
+
+
+def test_metrics_json_records_what_the_sampler_shows_per_class(train_cfg, tmp_path: Path) -> None:
+    train(train_cfg("sampler=class_aware", "run_test=false"))
+    metrics = read_metrics(tmp_path)
+    expected = metrics["sampler_expected_class_counts"]
+    assert sum(metrics["train_class_counts"]) == 287
+    assert expected == pytest.approx([28.7] * 10)  # 287 draws spread evenly over 10 classes

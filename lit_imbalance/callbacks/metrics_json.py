@@ -21,7 +21,8 @@ class MetricsJsonWriter(Callback):
     of fit and of test, and on an exception, so a crash or a kill never loses
     what a run had already measured. It is a flat JSON object: every scalar in
     ``trainer.callback_metrics`` (``val/balanced_acc``, ``test/recall/3``, ...),
-    plus ``train_class_counts``, ``train_time_s``, ``best/<monitor>`` (the
+    plus ``train_class_counts``, ``sampler_expected_class_counts`` (with a
+    rebalancing sampler), ``train_time_s``, ``best/<monitor>`` (the
     checkpoint callback's best score) and ``status`` (``running``, ``finished``,
     ``failed``). Only global rank 0 writes.
 
@@ -51,6 +52,12 @@ class MetricsJsonWriter(Callback):
         if counts is not None:
             self.values["train_class_counts"] = [int(c) for c in counts.tolist()]
         self._write(trainer, merge=False)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # What a rebalancing sampler promises to show per class and epoch, beside what the data has.
+        expected = getattr(getattr(trainer.train_dataloader, "sampler", None), "expected_class_counts", None)
+        if expected is not None:
+            self.values["sampler_expected_class_counts"] = [round(float(c), 3) for c in expected]
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
