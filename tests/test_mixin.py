@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_imbalance import ImbalanceMixin, LossWarmup
 from lit_imbalance.app import train
 from lit_imbalance.data import DigitsLTDataModule
+from lit_imbalance.losses import LogitAdjustedLoss
 from lit_imbalance.models import MLPClassifier
 from lit_imbalance.priors import prior_logits
 from tests.conftest import run_train_py
@@ -285,3 +286,12 @@ def test_ddp_two_processes_with_warmup(tmp_path: Path, monkeypatch: pytest.Monke
     assert sum(metrics[f"test/support/{c}"] for c in range(10)) == 500
     assert metrics["train/warmup_factor"] == 1.0  # the second epoch trains with the configured loss
     assert metrics["train_class_counts"] == DIGITS_COUNTS
+
+
+def test_logit_adjusted_losses_start_from_their_own_prior() -> None:
+    # The loss adds tau * log pi: the model predicts the prior when bias = (1 - tau) * log pi.
+    for tau, warmup, expected_scale in [(1.0, None, 0.0), (0.5, None, 0.5), (1.0, LossWarmup(epochs=2), 1.0)]:
+        model = TinyModel(num_classes=3, loss=LogitAdjustedLoss(tau=tau), warmup=warmup)
+        fit_tiny(model, torch.tensor([0] * 12 + [1] * 6 + [2] * 2))
+        expected = expected_scale * prior_logits([12, 6, 2])
+        assert torch.allclose(model.head.bias.detach(), expected, atol=1e-6), (tau, warmup)
