@@ -53,63 +53,92 @@ def _check_length(name: str, value: int | None) -> int | None:
 
 
 def reweighted_copy(loss: nn.Module, scheme: str, beta: float) -> nn.Module:
-    """A copy of ``loss`` that applies class weights ``class_weights(counts, scheme, beta)``.
+    """A copy of ``loss`` with class weights ``class_weights(counts, scheme, beta)``, for DRW.
 
-    Three kinds of losses can be re-weighted: the library's count-driven losses
-    with a ``reweight`` option (e.g. :class:`~lit_imbalance.losses.LDAMLoss`),
-    which derive the weights themselves in ``set_class_counts``; losses with a
-    ``set_class_weights`` method; and torch-style losses with a ``weight``
-    buffer (``nn.CrossEntropyLoss``), which get the weights from
-    :meth:`LossWarmup.set_class_counts`.
+    A loss with its own ``reweight`` option (the library's count-driven losses,
+    e.g. :class:`~lit_imbalance.losses.LDAMLoss`) is copied with that option
+    set, so it applies the weights the way its paper does. Any other loss with a
+    ``reduction`` that accepts ``"none"`` is wrapped in :class:`ClassWeightedLoss`.
 
     Example:
-        >>> weighted = reweighted_copy(nn.CrossEntropyLoss(), "inverse", 0.9999)
-        >>> weighted is not None, weighted.weight is None
-        (True, True)
-        >>> reweighted_copy(nn.MSELoss(), "inverse", 0.9999)
+        >>> reweighted_copy(nn.CrossEntropyLoss(), "inverse", 0.9999)
+        ClassWeightedLoss(
+          scheme='inverse', reduction='mean'
+          (loss): CrossEntropyLoss()
+        )
+        >>> reweighted_copy(nn.Flatten(), "inverse", 0.9999)
         Traceback (most recent call last):
         ...
-        TypeError: Expected argument `loss` to be a loss that takes class weights (a `reweight` option, a `set_class_weights` method or a torch-style `weight` buffer) for deferred re-weighting, but got 'MSELoss'.
+        TypeError: Expected argument `loss` to be a loss with a `reweight` option or a `reduction` (per-sample losses) for deferred re-weighting, but got 'Flatten'.
     """
-    weight = getattr(loss, "weight", None)
-    takes_weights = (
-        hasattr(loss, "reweight")
-        or callable(getattr(loss, "set_class_weights", None))
-        or (hasattr(loss, "weight") and "weight" not in loss._parameters and (weight is None or isinstance(weight, Tensor)))
-    )
-    if not takes_weights:
+    if hasattr(loss, "reweight"):
+        weighted = copy.deepcopy(loss)
+        weighted.reweight, weighted.beta = scheme, beta
+        return weighted
+    if getattr(loss, "reduction", None) not in ("mean", "sum"):
         fail(
             "loss",
-            "a loss that takes class weights (a `reweight` option, a `set_class_weights` method or a torch-style "
-            "`weight` buffer) for deferred re-weighting",
+            "a loss with a `reweight` option or a `reduction` (per-sample losses) for deferred re-weighting",
             type(loss).__name__,
             exc=TypeError,
         )
-    copy_ = copy.deepcopy(loss)
-    if hasattr(copy_, "reweight"):
-        copy_.reweight, copy_.beta = scheme, beta
-    return copy_
+    return ClassWeightedLoss(loss, scheme, beta)
 
 
-def set_class_weights(loss: nn.Module, weights: Tensor) -> None:
-    """Give a copy made by :func:`reweighted_copy` its class weights (unless it derives them itself).
+class ClassWeightedLoss(nn.Module):
+    r"""Any per-sample loss re-weighted by class: :math:`\sum_i w_{y_i} \ell_i / \sum_i w_{y_i}`.
 
-    The weights are a non-persistent buffer: they are recomputed from the class
-    counts every fit, so they do not change the checkpoint's keys.
+    The weighted mean is PyTorch's convention for ``CrossEntropyLoss(weight=...)``
+    (``reduction="sum"`` gives :math:`\sum_i w_{y_i} \ell_i`). The weights come
+    from :func:`lit_imbalance.weights.class_weights` when the class counts
+    arrive (:meth:`set_class_counts`); they are a non-persistent buffer,
+    recomputed every fit. Samples whose target is the loss's ``ignore_index``
+    weigh nothing.
+
+    Args:
+        loss: a loss with a ``reduction`` attribute; a copy computes per-sample losses.
+        scheme: ``"inverse"``, ``"sqrt"`` or ``"effective"``.
+        beta: the effective-number ``beta``.
 
     Example:
-        >>> loss = nn.CrossEntropyLoss()
-        >>> set_class_weights(loss, torch.tensor([1.0, 3.0]))
-        >>> loss.weight, "weight" in loss.state_dict()
-        (tensor([1., 3.]), False)
+        >>> weighted = ClassWeightedLoss(nn.CrossEntropyLoss(), "inverse", 0.9999)
+        >>> weighted.set_class_counts(torch.tensor([30, 10]))
+        >>> logits, y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]), torch.tensor([0, 1, 1])
+        >>> torch.allclose(weighted(logits, y), nn.functional.cross_entropy(logits, y, weight=weighted.class_weight))
+        True
     """
-    if hasattr(loss, "reweight"):
-        return
-    if callable(getattr(loss, "set_class_weights", None)):
-        loss.set_class_weights(weights)
-        return
-    device = loss.weight.device if isinstance(loss.weight, Tensor) else weights.device
-    loss.register_buffer("weight", weights.to(device), persistent=False)
+
+    class_weight: Tensor | None
+
+    def __init__(self, loss: nn.Module, scheme: str, beta: float) -> None:
+        super().__init__()
+        self.scheme = check_choice("scheme", scheme, WEIGHT_SCHEMES)
+        self.beta = check_in_unit_interval("beta", beta, open_right=True)
+        self.reduction = check_choice("reduction", getattr(loss, "reduction", None), ("mean", "sum"))
+        self.loss = copy.deepcopy(loss)
+        self.loss.reduction = "none"
+        self.register_buffer("class_weight", None, persistent=False)
+
+    def set_class_counts(self, class_counts: Tensor) -> None:
+        if callable(getattr(self.loss, "set_class_counts", None)):
+            self.loss.set_class_counts(class_counts)
+        device = self.class_weight.device if self.class_weight is not None else torch.as_tensor(class_counts).device
+        self.class_weight = class_weights(class_counts, scheme=self.scheme, beta=self.beta).to(device)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.class_weight is None:
+            fail("class_counts", "set (set_class_counts) before the first re-weighted loss", None, RuntimeError)
+        per_sample = self.loss(logits, target)
+        if per_sample.shape != target.shape:
+            fail("target", f"one class per per-sample loss {tuple(per_sample.shape)}", f"shape {tuple(target.shape)}")
+        valid = target != getattr(self.loss, "ignore_index", -100)
+        classes = torch.where(valid, target, torch.zeros_like(target)).long()
+        weight = self.class_weight.to(per_sample.dtype)[classes] * valid
+        total = (weight * per_sample).sum()
+        return total / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny) if self.reduction == "mean" else total
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme!r}, reduction={self.reduction!r}"
 
 
 class LossWarmup(nn.Module):
@@ -122,12 +151,13 @@ class LossWarmup(nn.Module):
     one of the two; call :meth:`advance` before the loss (the
     :class:`~lit_imbalance.mixin.ImbalanceMixin` does, every training batch).
 
-    Deferred re-weighting (DRW) is ``reweight="effective"``: the target is the
-    target loss with class weights from
+    Deferred re-weighting (DRW) is ``reweight="effective"``: the target is a
+    copy of the target loss with class weights from
     :func:`lit_imbalance.weights.class_weights` (``scheme=reweight``,
     ``beta``), computed when the class counts arrive
-    (:meth:`set_class_counts`), and the start loss defaults to the *unweighted*
-    target loss instead of cross-entropy, as in LDAM-DRW.
+    (:meth:`set_class_counts`); see :func:`reweighted_copy` for which losses
+    qualify. The start loss then defaults to the *unweighted* target loss
+    instead of cross-entropy, as in LDAM-DRW.
 
     Args:
         epochs: warm-up length in epochs (0 = none). Exclusive with ``steps``.
@@ -208,12 +238,10 @@ class LossWarmup(nn.Module):
         return self
 
     def set_class_counts(self, class_counts: Tensor) -> None:
-        """Hand the training class counts to both losses and derive the DRW class weights."""
+        """Hand the training class counts to both losses (the DRW target derives its weights from them)."""
         for loss in {id(m): m for m in (self.start, self.target) if m is not None}.values():
             if callable(getattr(loss, "set_class_counts", None)):
                 loss.set_class_counts(class_counts)
-        if self.reweight is not None and self.target is not None:
-            set_class_weights(self.target, class_weights(class_counts, scheme=self.reweight, beta=self.beta))
 
     def advance(self, epoch: int, step: int) -> None:
         """Record the trainer's progress: the current epoch and the optimizer steps taken."""

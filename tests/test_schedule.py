@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import SequentialSampler
 
 from lit_imbalance.data import DigitsLTDataModule
+from lit_imbalance.losses import FocalLoss, LDAMLoss
 from lit_imbalance.models import MLPClassifier
 from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.weights import class_weights
@@ -92,9 +93,31 @@ def test_drw_reweights_only_after_the_switch() -> None:
     assert set(warmup.state_dict()) == {"epoch", "step"}
 
 
-def test_drw_needs_a_loss_that_takes_class_weights() -> None:
-    with pytest.raises(TypeError, match=r"`loss`.*class weights.*MSELoss"):
-        LossWarmup(epochs=1, reweight="inverse", target=nn.MSELoss())
+def test_drw_uses_a_losses_own_reweight_option() -> None:
+    counts = torch.tensor([500, 50, 5])
+    warmup = LossWarmup(epochs=1, reweight="effective", beta=0.999, target=LDAMLoss(s=1.0))
+    warmup.set_class_counts(counts)
+    logits, y = torch.randn(12, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2] * 4)
+    warmup.advance(epoch=0, step=0)
+    assert torch.allclose(warmup(logits, y), LDAMLoss(counts, s=1.0)(logits, y))
+    warmup.advance(epoch=1, step=0)
+    assert torch.allclose(warmup(logits, y), LDAMLoss(counts, s=1.0, reweight="effective", beta=0.999)(logits, y))
+
+
+def test_drw_weights_any_per_sample_loss_and_skips_ignored_targets() -> None:
+    counts = torch.tensor([90, 10])
+    warmup = LossWarmup(epochs=0, reweight="inverse", target=FocalLoss(gamma=2.0))
+    warmup.set_class_counts(counts)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -3.0]])
+    y = torch.tensor([0, 1, 1, -100])
+    per_sample = FocalLoss(gamma=2.0, reduction="none")(logits, y)[:3]
+    w = class_weights(counts, scheme="inverse")[y[:3]]
+    assert torch.allclose(warmup(logits, y), (w * per_sample).sum() / w.sum())
+
+
+def test_drw_needs_a_loss_that_can_be_weighted() -> None:
+    with pytest.raises(TypeError, match=r"`loss`.*`reweight` option or a `reduction`.*Flatten"):
+        LossWarmup(epochs=1, reweight="inverse", target=nn.Flatten())
 
 
 @pytest.mark.parametrize(
