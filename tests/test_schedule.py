@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import SequentialSampler
 
+from lit_imbalance.app import build
 from lit_imbalance.data import DigitsLTDataModule
 from lit_imbalance.losses import FocalLoss, LDAMLoss
 from lit_imbalance.models import MLPClassifier
@@ -162,3 +163,25 @@ def test_resume_from_mid_warmup_checkpoint_continues_the_schedule(tmp_path: Path
     for (name, expected), actual in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(expected.float(), actual.float(), atol=1e-6), name
     assert not torch.equal(interrupted.head.weight, uninterrupted.head.weight)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "start", "target", "length", "reweight"),
+    [
+        ((), None, "CrossEntropyLoss", 0, None),  # python train.py: no warm-up at all
+        (("loss=focal", "warmup.epochs=3"), "CrossEntropyLoss", "FocalLoss", 3, None),
+        (("loss=focal", "warmup=blend"), "CrossEntropyLoss", "FocalLoss", 5, None),
+        (("loss=ldam", "warmup=drw"), "LDAMLoss", "LDAMLoss", 20, "effective"),
+        (("loss=ce", "warmup=drw"), "CrossEntropyLoss", "ClassWeightedLoss", 20, "effective"),
+    ],
+)
+def test_warmup_configs_build_the_schedule(train_cfg, overrides, start, target, length, reweight) -> None:
+    _, model, _ = build(train_cfg(*overrides))
+    warmup = model.loss_warmup
+    if start is None:
+        assert warmup is None and type(model.imbalance_loss).__name__ == target
+        return
+    assert (type(warmup.start).__name__, type(warmup.target).__name__) == (start, target)
+    assert (warmup.length, warmup.by_steps, warmup.reweight) == (length, False, reweight)
+    if reweight is not None:
+        assert getattr(warmup.target, "reweight", getattr(warmup.target, "scheme", None)) == reweight
