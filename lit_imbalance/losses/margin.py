@@ -82,8 +82,9 @@ def ldam_loss(
     safe_target, _ = class_index_target(logits, target, ignore_index)
     index = safe_target.unsqueeze(1)
     margin_of_target = margins.to(device=logits.device, dtype=logits.dtype)[index]
-    shifted = logits.scatter_add(1, index, -margin_of_target)  # x_y - margin_y, other logits unchanged
-    return cross_entropy(s * shifted, target, weight, ignore_index=ignore_index, reduction=reduction)
+    # s (x - margin_y one_hot(y)); the in-place scatter writes into the fresh product, not into logits.
+    scaled = (s * logits).scatter_add_(1, index, -s * margin_of_target)
+    return cross_entropy(scaled, target, weight, ignore_index=ignore_index, reduction=reduction)
 
 
 class LDAMLoss(ClassCountsLoss):
