@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lit_imbalance.app import train
-from tests.conftest import run_train_py
+from tests.conftest import ROOT, compose_train, run_train_py
 
 
 def read_metrics(directory: Path) -> dict:
@@ -81,3 +81,38 @@ def test_metrics_json_records_what_the_sampler_shows_per_class(train_cfg, tmp_pa
     expected = metrics["sampler_expected_class_counts"]
     assert sum(metrics["train_class_counts"]) == 287
     assert expected == pytest.approx([28.7] * 10)  # 287 draws spread evenly over 10 classes
+
+
+@pytest.mark.parametrize("method", sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")))
+def test_method_presets_override_the_defaults(method: str) -> None:
+    cfg = compose_train([f"method={method}"])
+    assert cfg.loss._target_.startswith("lit_imbalance.losses.")
+    if method == "posthoc_la":
+        # A preset's top-level keys beat train.yaml's own, the command line beats both.
+        assert cfg.optimized_metric == "val/adjusted/balanced_acc" and cfg.model.posthoc_tau == 1.0
+        assert compose_train([f"method={method}", "optimized_metric=val/acc"]).optimized_metric == "val/acc"
+    if method == "ldam_drw":
+        assert cfg.loss._target_.endswith("LDAMLoss") and cfg.warmup.reweight == "effective"
+        assert cfg.model.bias_prior is False
+    if method == "class_aware":
+        assert cfg.sampler._target_.endswith("ClassAwareSampler")
+
+
+def test_recipe_trains_on_user_data_with_any_number_of_classes(train_cfg, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    counts = [60, 25, 10, 4]  # four classes, long-tailed
+    y_train, y_test = np.repeat(np.arange(4), counts), np.repeat(np.arange(4), 10)
+    centers = rng.normal(scale=3.0, size=(4, 6))
+    np.savez(
+        tmp_path / "lt.npz",
+        x_train=(centers[y_train] + rng.normal(size=(y_train.size, 6))).astype(np.float32), y_train=y_train,
+        x_test=(centers[y_test] + rng.normal(size=(y_test.size, 6))).astype(np.float32), y_test=y_test,
+    )
+    cfg = train_cfg("experiment=longtail_recipe", "data=npz", f"data.path={tmp_path / 'lt.npz'}",
+                    "trainer.max_epochs=3", "warmup.epochs=2")
+    assert cfg.loss._target_.endswith("LDAMLoss") and cfg.warmup.reweight == "effective"
+    train(cfg)
+    metrics = read_metrics(tmp_path)
+    assert sum(metrics[f"test/support/{c}"] for c in range(4)) == 40
+    assert metrics["train_class_counts"] == [54, 23, 9, 3]  # round(10%) of each class held out for validation
+    assert metrics["test/balanced_acc"] > 0.5  # well-separated clusters: far above chance (0.25)
