@@ -90,6 +90,11 @@ def job_rows(sweep_dir: Path) -> list[dict]:
     return rows
 
 
+def ratio_order(ratio: object) -> float:
+    """Numeric ratios in increasing order, a user's npz file last."""
+    return float(ratio) if isinstance(ratio, (int, float)) else float("inf")
+
+
 def mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
@@ -101,7 +106,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for row in rows:
         groups[(row["method"], row["imbalance_ratio"])].append(row)
     table = []
-    for (method, ratio), members in sorted(groups.items(), key=lambda kv: (str(kv[0][1]), kv[0][0])):
+    for (method, ratio), members in sorted(groups.items(), key=lambda kv: (ratio_order(kv[0][1]), kv[0][0])):
         scores = [m["test_balanced_acc"] for m in members if m["test_balanced_acc"] is not None]
         table.append({
             "method": method, "imbalance_ratio": ratio, "seeds": len(members),
@@ -111,6 +116,15 @@ def aggregate(rows: list[dict]) -> list[dict]:
                for key in ("val_balanced_acc", "many_recall", "medium_recall", "few_recall", "train_time_s")},
         })
     return table
+
+
+def validation_ranking(table: list[dict]) -> list[tuple[str, float]]:
+    """Methods ranked by validation balanced accuracy averaged over the ratios: the recipe's only input."""
+    per_method: dict[str, list[float]] = defaultdict(list)
+    for row in table:
+        if row["val_balanced_acc"] is not None:
+            per_method[row["method"]].append(row["val_balanced_acc"])
+    return sorted(((m, statistics.fmean(v)) for m, v in per_method.items()), key=lambda mv: -mv[1])
 
 
 def fmt(value: object, digits: int = 3) -> str:
@@ -129,6 +143,8 @@ def write_table(table: list[dict], out: Path) -> None:
             f"{fmt(r['test_balanced_acc'])} ± {fmt(r['test_balanced_acc_std'])} | {fmt(r['val_balanced_acc'])} | "
             f"{fmt(r['many_recall'])} | {fmt(r['medium_recall'])} | {fmt(r['few_recall'])} |"
         )
+    lines += ["", "Ranked by validation balanced accuracy (mean over ratios; no test label used):", ""]
+    lines += [f"{rank}. {method}: {score:.3f}" for rank, (method, score) in enumerate(validation_ranking(table), 1)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -140,7 +156,7 @@ def plot(table: list[dict], out: Path) -> None:
     import numpy as np
 
     methods = sorted({r["method"] for r in table})
-    ratios = sorted({r["imbalance_ratio"] for r in table}, key=str)
+    ratios = sorted({r["imbalance_ratio"] for r in table}, key=ratio_order)
     width = 0.8 / max(1, len(ratios))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(methods) + 2), 4))
     for i, ratio in enumerate(ratios):

@@ -36,6 +36,17 @@ def test_tiny_benchmark_writes_the_table(tmp_path: Path) -> None:
     assert (sweep_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (sweep_dir / "results.md").read_text()
     assert table.splitlines()[0].startswith("| method | ρ |") and "posthoc_la" in table
+    assert "Ranked by validation balanced accuracy" in table
+
+
+def test_validation_ranking_ignores_test_scores() -> None:
+    benchmark = load_benchmark()
+    table = [
+        {"method": "a", "val_balanced_acc": 0.9, "test_balanced_acc": 0.1},
+        {"method": "a", "val_balanced_acc": 0.7, "test_balanced_acc": 0.1},
+        {"method": "b", "val_balanced_acc": 0.85, "test_balanced_acc": 0.99},
+    ]
+    assert benchmark.validation_ranking(table) == [("b", 0.85), ("a", pytest.approx(0.8))]
 
 
 def test_post_hoc_method_is_scored_on_adjusted_logits(tmp_path: Path) -> None:
