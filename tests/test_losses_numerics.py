@@ -194,7 +194,12 @@ dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, 
 x, t = torch.zeros(4, 2), torch.zeros(4, 2)
 t.view(-1)[: 2 + 4 * rank] = 1.0  # rank 0: 2 positives, rank 1: 6
 ratio = sigmoid_focal_loss(x, t, reduction="positives") / sigmoid_focal_loss(x, t, reduction="sum")
-print(ratio.item())
+# Evaluation: ranks may see different numbers of batches, so each divides by its own count.
+with torch.no_grad():
+    for _ in range(2 - rank):
+        local = sigmoid_focal_loss(x, t, reduction="positives") / sigmoid_focal_loss(x, t, reduction="sum")
+dist.barrier()
+print(ratio.item(), local.item())
 dist.destroy_process_group()
 """
 
@@ -211,5 +216,7 @@ def test_positives_count_is_averaged_across_ranks(tmp_path) -> None:
     ]
     outputs = [worker.communicate(timeout=120) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in outputs]
-    # Both ranks divide by the mean count (2 + 6) / 2 = 4, not by their own 2 and 6.
-    assert [float(out) for out, _ in outputs] == [pytest.approx(0.25), pytest.approx(0.25)]
+    # Training: both ranks divide by the mean count (2 + 6) / 2 = 4, not by their own 2 and 6.
+    # Without grad (rank 0 evaluating one batch more than rank 1): the local count, no collective.
+    values = [[float(v) for v in out.split()] for out, _ in outputs]
+    assert values == [[pytest.approx(0.25), pytest.approx(1 / 2)], [pytest.approx(0.25), pytest.approx(1 / 6)]]

@@ -174,14 +174,17 @@ def mask(loss: Tensor, valid: Tensor | None) -> Tensor:
 
 
 def num_positives(targets: Tensor, valid: Tensor | None) -> Tensor:
-    """``max(1, #positives)``, the count averaged over DDP ranks when torch.distributed is initialised.
+    """``max(1, #positives)``, averaged over DDP ranks when training under torch.distributed.
 
     Soft targets count by their mass. The average (not the local count) keeps
     every rank's loss on the same scale, as in detection codebases that
-    normalise a focal loss by the number of foreground anchors.
+    normalise a focal loss by the number of foreground anchors. Only with
+    autograd enabled: evaluation loaders may give the ranks different numbers
+    of batches (every sample counted once), and an all-reduce per batch would
+    then pair with another rank's unrelated collective and hang or mix values.
     """
     count = mask(targets.detach(), valid).sum()
-    if dist.is_available() and dist.is_initialized():
+    if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized():
         count = count.clone()
         dist.all_reduce(count)
         count = count / dist.get_world_size()
