@@ -86,7 +86,7 @@ def sigmoid_focal_loss(
         reduction: ``"none"`` (element-wise, shaped like ``logits``), ``"mean"``
             (over the elements that count), ``"sum"`` or ``"positives"`` (sum
             divided by ``max(1, number of positive targets)``, the count averaged
-            across DDP ranks when ``torch.distributed`` is initialised).
+            across DDP ranks when training under ``torch.distributed``).
         pos_weight: weight of positive targets inside the BCE term: a scalar, or
             one value per class (broadcast along dim 1).
         ignore_index: class index whose rows are ignored (class-index targets only).
