@@ -126,7 +126,8 @@ class ImbalanceMixin:
                 start of the first fit (``b_c = log pi_c``; sigmoid outputs
                 ``b = -log((1 - pi) / pi)``), see :func:`lit_imbalance.priors.prior_logits`.
                 Logit-adjusted losses, which add ``tau * log pi`` themselves, get
-                ``(1 - tau) * log pi`` (see :meth:`initial_bias`).
+                ``(1 - tau) * log pi``; sigmoid losses on multiclass targets (one
+                sigmoid per class) get ``-log((1 - pi_c) / pi_c)`` (see :meth:`initial_bias`).
             prior: the prior for the bias and the post-hoc adjustment instead of
                 the one estimated from the class counts.
             class_names: names used in per-class metric keys (default ``"0".."C-1"``).
@@ -307,6 +308,13 @@ class ImbalanceMixin:
             first_loss = warmup.start if warmup.length > 0 else warmup.target
         if isinstance(first_loss, LogitAdjustedLoss):
             bias = bias * (1.0 - first_loss.tau)
+        elif self.imbalance_task == "multiclass" and trains_sigmoid_outputs(first_loss):
+            # One-vs-rest sigmoids (sigmoid focal, ASL, ...): sigmoid(b_c) = pi_c, b_c = -log((1 - pi_c) / pi_c).
+            if self.prior is not None:
+                return prior_logits(prior=self.prior, task="multilabel")
+            counts = self.class_counts.cpu()
+            bias = prior_logits(counts, task="multilabel", num_samples=int(self.num_train_samples))
+            bias = bias.to(self.class_counts.device)
         return bias
 
     def adjust_logits(self, logits: Tensor) -> Tensor:
@@ -418,6 +426,11 @@ class ImbalanceMixin:
         for name, value in values.items():
             self.log(name, value, sync_dist=False, prog_bar=name == headline)  # type: ignore[attr-defined]
         return values
+
+
+def trains_sigmoid_outputs(loss: nn.Module) -> bool:
+    """Whether ``loss`` reads every logit as an independent sigmoid rather than one softmax over the classes."""
+    return bool(getattr(loss, "sigmoid_outputs", isinstance(loss, nn.BCEWithLogitsLoss)))
 
 
 def count_tensor(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tensor:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lit_imbalance import ImbalanceMixin, LossWarmup
 from lit_imbalance.app import train
 from lit_imbalance.data import DigitsLTDataModule
-from lit_imbalance.losses import LogitAdjustedLoss
+from lit_imbalance.losses import AsymmetricLoss, ClassBalancedLoss, LogitAdjustedLoss, SigmoidFocalLoss
 from lit_imbalance.models import MLPClassifier
 from lit_imbalance.priors import prior_logits
 from tests.conftest import run_train_py
@@ -295,3 +295,16 @@ def test_logit_adjusted_losses_start_from_their_own_prior() -> None:
         fit_tiny(model, torch.tensor([0] * 12 + [1] * 6 + [2] * 2))
         expected = expected_scale * prior_logits([12, 6, 2])
         assert torch.allclose(model.head.bias.detach(), expected, atol=1e-6), (tau, warmup)
+
+
+def test_sigmoid_losses_on_class_indices_start_from_each_class_rate() -> None:
+    # One sigmoid per class: the model predicts the prior when sigmoid(b_c) = pi_c, i.e. b_c = logit(pi_c).
+    rates = torch.tensor([12 / 20, 6 / 20, 2 / 20])
+    for loss in (SigmoidFocalLoss(), AsymmetricLoss(), ClassBalancedLoss(base="sigmoid_focal")):
+        model = TinyModel(num_classes=3, loss=loss)
+        fit_tiny(model, torch.tensor([0] * 12 + [1] * 6 + [2] * 2))
+        assert torch.allclose(torch.sigmoid(model.head.bias.detach()), rates, atol=1e-6), type(loss).__name__
+    # A softmax base keeps log pi_c.
+    model = TinyModel(num_classes=3, loss=ClassBalancedLoss(base="focal"))
+    fit_tiny(model, torch.tensor([0] * 12 + [1] * 6 + [2] * 2))
+    assert torch.allclose(model.head.bias.detach().softmax(0), rates, atol=1e-6)

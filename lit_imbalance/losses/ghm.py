@@ -112,6 +112,8 @@ class GHMCLoss(nn.Module):
     """
 
     needs_class_counts = False
+    # One independent sigmoid per logit: the bias prior is logit(pi_c), not log(pi_c).
+    sigmoid_outputs = True
 
     def __init__(
         self, bins: int = 10, momentum: float = 0.0, ignore_index: int = -100, reduction: str = "mean"

@@ -115,6 +115,8 @@ class OHEMLoss(nn.Module):
     """
 
     needs_class_counts = False
+    # One independent sigmoid per logit: the bias prior is logit(pi_c), not log(pi_c).
+    sigmoid_outputs = True
 
     def __init__(
         self,

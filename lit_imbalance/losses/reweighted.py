@@ -432,6 +432,11 @@ class ClassBalancedLoss(ClassCountsLoss):
         if class_counts is not None:
             self.set_class_counts(class_counts)
 
+    @property
+    def sigmoid_outputs(self) -> bool:
+        """Whether the base reads each logit as an independent sigmoid (bias prior ``logit(pi_c)``)."""
+        return self.base.startswith("sigmoid")
+
     def statistics(self, class_counts: Tensor) -> Mapping[str, Tensor]:
         return {"class_weight": class_weights(class_counts, "effective", self.beta)}
 
