@@ -144,6 +144,11 @@ class ImbalanceMetrics(nn.Module):
         if len(names) != num_classes:
             fail("class_names", f"{num_classes} names (one per class)", list(names))
         self.class_names = names
+        # Checked now: shot_groups would otherwise raise at the end of the first validation epoch.
+        for name, value in (("many_threshold", many_threshold), ("few_threshold", few_threshold)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                fail(name, "a non-negative integer number of training samples", value)
+        shot_groups(torch.zeros(1, dtype=torch.long), many_threshold, few_threshold)
         self.many_threshold = many_threshold
         self.few_threshold = few_threshold
         self.ranking = nn.ModuleDict()

@@ -57,6 +57,11 @@ def test_shot_groups_use_training_counts() -> None:
 def test_shot_group_thresholds_are_validated() -> None:
     with pytest.raises(ValueError, match=r"`few_threshold`.*500"):
         shot_groups(torch.tensor([1, 2]), many_threshold=100, few_threshold=500)
+    # At construction, not at the end of the first validation epoch.
+    with pytest.raises(ValueError, match=r"`few_threshold` to be at most many_threshold=100, but got 500"):
+        ImbalanceMetrics(3, few_threshold=500)
+    with pytest.raises(ValueError, match=r"`many_threshold` to be a non-negative integer .*, but got -1"):
+        ImbalanceMetrics(3, many_threshold=-1)
 
 
 def test_class_names_must_match_num_classes() -> None:
