@@ -59,8 +59,8 @@ class MLPClassifier(ImbalanceMixin, L.LightningModule):
         self.save_hyperparameters(ignore=["loss", "optimizer", "warmup"])
         layers: list[nn.Module] = []
         width = input_dim
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, check_positive_int("hidden_sizes[i]", size)), nn.ReLU(), nn.Dropout(dropout)]
+        for index, size in enumerate(hidden_sizes):
+            layers += [nn.Linear(width, check_positive_int(f"hidden_sizes[{index}]", size)), nn.ReLU(), nn.Dropout(dropout)]
             width = size
         self.backbone = nn.Sequential(*layers)
         self.head = nn.Linear(width, 1 if task == "binary" else num_classes)
