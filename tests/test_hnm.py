@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import RandomSampler
 
 from lit_imbalance.callbacks import HardNegativeMining
+from lit_imbalance import ImbalanceMixin
 from lit_imbalance.data import ArrayDataModule, Split
 from tests.test_mixin import single_thread  # noqa: F401  (autouse fixture)
 
@@ -142,3 +143,26 @@ def test_multiclass_score_is_the_probability_of_not_being_background() -> None:
     scores = HardNegativeMining(negative_class=0, batch_size=2).score(module, dataset)
     assert scores.tolist() == pytest.approx((1 - logits.softmax(1)[:, 0]).tolist())
     assert module.training  # put back in training mode after scoring
+
+
+class MixinScorer(ImbalanceMixin, FixedScorer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.configure_imbalance(task="binary", bias_prior=False)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.imbalance_step("train", self(x).unsqueeze(1), y)
+
+
+def test_mined_negatives_update_the_class_counts_the_loss_sees() -> None:
+    mining = HardNegativeMining(negatives_per_positive=3, threshold=0.6, seed=1)
+    model = MixinScorer()
+    trainer = L.Trainer(max_epochs=2, reload_dataloaders_every_n_epochs=1, callbacks=[mining],
+                        enable_checkpointing=False, **QUIET)
+    trainer.fit(model, KnownScores())
+    # 10 positives and 30 random negatives at first (40), then the hard ones mined after epoch 0.
+    grown = set(mining.initial_subset(LABELS).tolist()) | HARD
+    assert len(grown) > 40
+    assert int(model.num_train_samples) == len(grown)
+    assert int(model.class_counts[-1]) == 10

@@ -121,6 +121,15 @@ class HardNegativeMining(Callback):
         self.train_subset = subset
         self._datamodule.train_subset = subset
 
+    @staticmethod
+    def _refresh_class_counts(pl_module: L.LightningModule) -> None:
+        # The grown subset has more negatives: statistics-driven losses and the shot-group
+        # metrics must see the class balance the model now trains on.
+        find = getattr(pl_module, "find_class_counts", None)
+        found = find(required=False) if callable(find) else None
+        if found is not None:
+            pl_module.apply_class_counts(*found)
+
     # --- mining -------------------------------------------------------------------------
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -135,6 +144,7 @@ class HardNegativeMining(Callback):
                 self.finished = True
             else:
                 self._use(torch.cat([self.train_subset, hard]).sort().values)
+                self._refresh_class_counts(pl_module)
         pl_module.log("hnm/subset_size", float(self.train_subset.numel()))
         pl_module.log("hnm/added", float(added))
 
