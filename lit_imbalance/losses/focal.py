@@ -41,6 +41,7 @@ from lit_imbalance.losses._common import (
     denominator,
     focal_modulation,
     mask,
+    per_class,
     reduce_loss,
 )
 
@@ -131,7 +132,7 @@ def positive_weight(pos_weight: float | Sequence[float] | Tensor, logits: Tensor
     if logits.ndim < 2:
         fail("pos_weight", "a scalar for logits without a class dimension", weight.tolist())
     check_class_vector(weight.reshape(-1), logits.shape[1], "pos_weight")
-    return weight.to(device=logits.device, dtype=logits.dtype).view(1, -1, *([1] * (logits.ndim - 2)))
+    return per_class(weight.reshape(-1), logits)
 
 
 def _sigmoid_focal(
