@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from lit_imbalance.sweep import collect_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
@@ -64,20 +65,16 @@ def sweep_command(args: argparse.Namespace, sweep_dir: Path) -> list[str]:
 
 
 def job_rows(sweep_dir: Path) -> list[dict]:
-    """One row per finished job: its method, ratio, seed and the metrics it wrote."""
+    """One row per job that wrote metrics: its method, ratio, seed and what it measured."""
     rows = []
-    for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
-        job_dir = config_file.parent.parent
-        metrics_file = job_dir / "metrics.json"
-        if not metrics_file.is_file():
+    for job in collect_jobs(sweep_dir):
+        if not job.metrics:
             continue
-        cfg = OmegaConf.load(config_file)
-        metrics = json.loads(metrics_file.read_text())
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
-        method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
+        cfg = OmegaConf.load(job.directory / ".hydra" / "config.yaml")
+        metrics = job.metrics
         prefix = "test/adjusted/" if "test/adjusted/balanced_acc" in metrics else "test/"
         rows.append({
-            "method": method,
+            "method": job.parameters["method"],
             "imbalance_ratio": cfg.data.get("imbalance_ratio", "npz"),
             "seed": cfg.seed,
             "test_balanced_acc": metrics.get(f"{prefix}balanced_acc"),
