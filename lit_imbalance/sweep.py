@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from lit_imbalance._checks import check_choice
+from lit_imbalance.callbacks.metrics_json import read_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,11 @@ def keep_sweeping(task: Callable[[DictConfig], float | None]) -> Callable[[DictC
 
 def record_failure(path: Path, error: BaseException) -> None:
     """Mark the run at ``path`` (a ``metrics.json``) as failed, keeping what it had measured."""
-    values: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    values = read_record(path)
     if values.get("status") != "failed":
         values["status"] = "failed"
         values["error"] = f"{type(error).__name__}: {error}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    os.replace(scratch, path)
+    write_record(path, values)
 
 
 @contextmanager
@@ -261,8 +258,7 @@ def collect_jobs(sweep_dir: Path) -> list[JobResult]:
         directory = overrides_file.parent.parent
         hydra_file = directory / ".hydra" / "hydra.yaml"
         num = OmegaConf.load(hydra_file).hydra.job.num if hydra_file.is_file() else len(jobs)
-        metrics_file = directory / METRICS_FILE
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = read_record(directory / METRICS_FILE)
         overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_file))]  # type: ignore[union-attr]
         jobs.append(JobResult(int(num), directory, overrides, metrics))
     return sorted(jobs, key=lambda job: job.num)

@@ -42,7 +42,7 @@ class MetricsJsonWriter(Callback):
 
     def read(self) -> dict[str, Any]:
         """What the file holds now, including what other processes wrote (``ddp_spawn`` workers)."""
-        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return read_record(self.path)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
@@ -96,8 +96,17 @@ class MetricsJsonWriter(Callback):
             return
         # Merge onto the file: under ddp_spawn the fit ran in a worker whose entries this
         # (main-process) copy of the callback never saw.
-        record = {**self.read(), **self.values} if merge else self.values
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_suffix(".json.tmp")
-        scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(scratch, self.path)
+        write_record(self.path, {**self.read(), **self.values} if merge else self.values)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object at ``path``, or ``{}`` when there is no file yet."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Replace ``path`` with ``record`` atomically: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(scratch, path)
