@@ -2,9 +2,17 @@
 # (set up, then the test suite). Pass ARGS="loss=focal ..." to train, PYTEST_ARGS to test.
 VENV ?= .venv
 PYTHON ?= python3
-# Installed only when $(VENV) has no torch yet: an existing environment
-# (make test VENV=$$CONDA_PREFIX) keeps the torch it has, CUDA or not.
-TORCH_SPEC ?= torch==2.13.0
+# Installed only when $(VENV) cannot import torch and torchvision yet: an existing
+# environment (make test VENV=$$CONDA_PREFIX) keeps the pair it has, CUDA or not.
+# A matching pair, pinned: PyPI's torchvision wheels are built against the CUDA torch
+# of the same release and fail to import beside a CPU-only torch ("operator
+# torchvision::nms does not exist"), and an unpinned pair pulls the newest release.
+# The CUDA build runs on a CPU as it is and uses a GPU where there is one.
+ifeq ($(shell uname -m),aarch64)
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+endif
 # sweep: the Optuna sweeper, so CI runs the Optuna sweep test instead of skipping it.
 EXTRAS ?= dev,sweep
 
@@ -18,8 +26,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first: the project's torch range alone would pull a multi-GB CUDA build.
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	# torch first: the project's ranges alone would let pip pick any torch release.
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
