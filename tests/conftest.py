@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -36,9 +36,19 @@ def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def run_train_py(*overrides: str, run_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python train.py`` as a user would, in a subprocess, with Hydra writing to ``run_dir``."""
-    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of an app subprocess: this one's, quiet, plus ``extra``."""
+    return {**os.environ, "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore", **(extra or {})}
+
+
+def run_train_py(
+    *overrides: str, run_dir: Path, timeout: float = 300, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python train.py`` as a user would, in a subprocess, with Hydra writing to ``run_dir``.
+
+    ``env`` adds variables to the subprocess's environment.
+    """
+    env = subprocess_env(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=timeout,

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lit_imbalance.sweep import SweepSummary, heatmap_grid, keep_sweeping, record_failure
-from tests.conftest import CONF_DIR, ROOT
+from tests.conftest import CONF_DIR, ROOT, subprocess_env
 from tests.test_plots import read_png
 from tests.test_wandb import offline_runs, read_offline_run
 
@@ -35,9 +36,11 @@ else:
     GRID_EXTRA = ()
 
 
-def run_multirun(*overrides: str, sweep_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_multirun(
+    *overrides: str, sweep_dir: Path, timeout: float = 600, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python train.py -m <overrides>`` in a subprocess, Hydra writing the sweep to ``sweep_dir``."""
-    env = {**os.environ, "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *overrides, *QUIET, f"hydra.sweep.dir={sweep_dir}"],
         cwd=sweep_dir.parent, env=env, capture_output=True, text=True, timeout=timeout,

@@ -6,19 +6,20 @@ path is a custom autograd function that computes the loss and the closed-form
 gradient in one pass and saves only the gradient for backward (the textbook
 formula keeps about five input-sized tensors for autograd). For inputs of at
 least ``COMPILE_MIN_ELEMENTS`` elements the same kernel runs through
-``torch.compile``, specialised on ``alpha`` and ``gamma``, which fuses it and
-the reduction into one loop: on 2 CPU cores and 4M elements, forward+backward
-takes about the time of ``F.binary_cross_entropy_with_logits`` (the eager
-kernel about 2.5x, the textbook formula about 4x). Compiling costs a few
-seconds once per process and ``(alpha, gamma)`` (Inductor caches on disk), and
-falls back to the eager kernel, with one warning, where it fails.
+``torch.compile``, which fuses it and the reduction into one loop: on 2 CPU
+cores and 4M elements, forward+backward takes less than the time of
+``F.binary_cross_entropy_with_logits`` (the eager kernel about 3x, the textbook
+formula about 5x). ``alpha`` and ``gamma`` are tensor inputs of that one
+compiled graph, so a sweep over them in one process never reuses a graph
+compiled for other values. Compiling costs a few seconds once per process
+(Inductor caches on disk), and falls back to the eager kernel, with one
+warning, where it fails.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -192,8 +193,8 @@ def _log_sigmoid_and_sigmoid(x: Tensor) -> tuple[Tensor, Tensor]:
 def _sigmoid_focal_terms(
     x: Tensor,
     t: Tensor,
-    alpha: float | None,
-    gamma: float,
+    alpha: float | Tensor | None,
+    gamma: float | Tensor,
     pos_weight: Tensor | None,
     element_weight: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
@@ -232,22 +233,31 @@ def _sigmoid_focal_terms(
     return ce.mul_(factor), grad.mul_(factor)
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_kernel(alpha: float | None, gamma: float, reduced: bool) -> Callable[..., tuple[Tensor, Tensor]]:
-    """The fused kernel under ``torch.compile``, one per ``(alpha, gamma, reduced)``.
-
-    The hyper-parameters are closure constants, so the compiler specialises on
-    them (``gamma=2`` becomes ``q * q``, not ``exp(2 log q)``): twice as fast as
-    passing them in, for one compilation per value. ``reduced`` fuses the sum.
-    """
-
-    def kernel(x: Tensor, t: Tensor, pos_weight: Tensor | None, element_weight: Tensor | None, scale: Tensor | None):
-        loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
-        if reduced:
-            return loss.sum() * scale, grad.mul_(scale)
+def _fused_kernel(
+    x: Tensor,
+    t: Tensor,
+    alpha: float | Tensor | None,
+    gamma: float | Tensor,
+    pos_weight: Tensor | None,
+    element_weight: Tensor | None,
+    scale: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Loss and gradient; with ``scale``, the loss summed and both scaled (eager, or traced by compile)."""
+    loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
+    if scale is None:
         return loss, grad
+    return loss.sum() * scale, grad.mul_(scale)
 
-    return torch.compile(kernel, dynamic=True)
+
+# alpha and gamma enter as 0-d tensors, never as Python floats. Dynamo turns a float that
+# changes between calls into a symbolic input after the first recompile, and Inductor's
+# AOTAutograd cache (on disk too) can then hand back the graph compiled for an earlier
+# value: a gamma sweep in one process trained on the first job's gamma (pytorch #194976,
+# #197889). A tensor is a graph input by construction, so one graph serves every value and
+# nothing value-dependent is ever baked in. Only `alpha is None` and the presence of the
+# optional tensors change the graph, and Dynamo guards those exactly. Costs ~2.5x the old
+# value-specialised kernel, still ~0.7x BCE-with-logits at 4M elements (benchmarks/losses.py).
+_compiled_kernel = torch.compile(_fused_kernel, dynamic=True)
 
 
 # Holds the error once torch.compile has failed (no C++ compiler, unsupported device): eager from then on.
@@ -267,7 +277,10 @@ def _run_kernel(
     """Loss (summed and scaled when ``scale`` is given) and gradient, compiled when asked and possible."""
     if compiled and not _compile_failed:
         try:
-            return _compiled_kernel(alpha, gamma, scale is not None)(x, t, pos_weight, element_weight, scale)
+            # torch.full: made on the input's device, without a host-to-device copy.
+            gamma_tensor = torch.full((), gamma, dtype=x.dtype, device=x.device)
+            alpha_tensor = None if alpha is None else torch.full((), alpha, dtype=x.dtype, device=x.device)
+            return _compiled_kernel(x, t, alpha_tensor, gamma_tensor, pos_weight, element_weight, scale)
         except Exception as error:  # stay correct, just slower
             _compile_failed.append(error)
             warnings.warn(
@@ -275,10 +288,7 @@ def _run_kernel(
                 "using the eager kernel from now on.",
                 stacklevel=4,
             )
-    loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
-    if scale is None:
-        return loss, grad
-    return loss.sum() * scale, grad.mul_(scale)
+    return _fused_kernel(x, t, alpha, gamma, pos_weight, element_weight, scale)
 
 
 class _SigmoidFocalFunction(torch.autograd.Function):

@@ -1,0 +1,58 @@
+"""Compiled vs eager sigmoid focal loss over a sequence of settings in ONE process.
+
+Run by ``tests/test_compiled_focal.py`` in a subprocess with a fresh
+``TORCHINDUCTOR_CACHE_DIR``, so no earlier compile (in memory or on disk) can
+hide a stale graph. Prints one JSON line per setting with the largest relative
+differences of the loss and of the gradient; the test asserts on them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from lit_imbalance.losses import sigmoid_focal_loss
+
+# The issue's sequence, then alternating values, back to the first, new shapes, reductions, dtypes.
+SETTINGS = [
+    # (alpha, gamma, reduction, shape, dtype)
+    (None, 0.0, "none", (64, 8), torch.float32),
+    (None, 2.0, "none", (64, 8), torch.float32),
+    (0.25, 2.0, "none", (64, 8), torch.float32),
+    (0.25, 0.5, "none", (64, 8), torch.float32),
+    (None, 2.0, "mean", (64, 8), torch.float32),
+    (0.75, 1.0, "sum", (33, 5), torch.float32),
+    (None, 0.0, "mean", (64, 8), torch.float32),
+    (0.25, 2.0, "positives", (17, 3, 4), torch.float32),
+    (0.5, 3.0, "mean", (64, 8), torch.float64),
+    (None, 2.0, "none", (64, 8), torch.float32),
+    (None, 0.0, "none", (64, 8), torch.float32),
+]
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float(((got - want).abs() / want.abs().clamp_min(1e-12)).max())
+
+
+def main() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for alpha, gamma, reduction, shape, dtype in SETTINGS:
+        x = torch.randn(shape, generator=generator, dtype=dtype)
+        t = (torch.rand(shape, generator=generator) < 0.2).to(dtype)
+        results = {}
+        for fast_path in ("eager", "compiled"):
+            leaf = x.clone().requires_grad_()
+            loss = sigmoid_focal_loss(leaf, t, alpha=alpha, gamma=gamma, reduction=reduction, fast_path=fast_path)
+            loss.sum().backward()
+            results[fast_path] = (loss.detach(), leaf.grad)
+        (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results["eager"], results["compiled"]
+        print(json.dumps({
+            "setting": [alpha, gamma, reduction, list(shape), str(dtype)],
+            "loss": relative_error(compiled_loss, eager_loss),
+            "grad": relative_error(compiled_grad, eager_grad),
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
