@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lit_imbalance.app import train
-from lit_imbalance.sweep import keep_sweeping
+from lit_imbalance.job_failures import keep_sweeping
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

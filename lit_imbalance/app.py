@@ -1,7 +1,9 @@
 """The Hydra task: config -> (datamodule, model, trainer) -> fit -> test -> metrics.
 
 ``train.py`` is a thin ``@hydra.main`` over :func:`train`; tests call
-:func:`train` directly with a composed config.
+:func:`train` directly with a composed config. This module is the app, not the
+library: it only instantiates what the config names (``hydra.utils.instantiate``)
+and runs it; the run's numbers land in its record (:mod:`lit_imbalance.record`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
-from lit_imbalance.sweep import ddp_job_scope
+from lit_imbalance.ddp_multirun import ddp_job_scope
+from lit_imbalance.record import Key
+from lit_imbalance.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ def train(cfg: DictConfig) -> float | None:
         The value of ``cfg.optimized_metric`` (the best one seen by the
         checkpoint callback when it monitors that metric), for Hydra sweepers.
     """
+    register_resolvers()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
@@ -72,7 +77,7 @@ def train(cfg: DictConfig) -> float | None:
             recorded = writer.read() if writer is not None else {}
             objective = optimized_value(trainer, cfg.get("optimized_metric"), recorded)
             if writer is not None and objective is not None:
-                writer.add(trainer, objective=objective, optimized_metric=cfg.optimized_metric)
+                writer.add(trainer, **{Key.OBJECTIVE: objective, Key.OPTIMIZED_METRIC: cfg.optimized_metric})
             if cfg.get("run_test", True):
                 best = getattr(trainer.checkpoint_callback, "best_model_path", "")
                 trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
@@ -97,8 +102,8 @@ def optimized_value(trainer: L.Trainer, metric: str | None, recorded: dict[str, 
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and getattr(checkpoint, "monitor", None) == metric and checkpoint.best_model_score is not None:
         return float(checkpoint.best_model_score)
-    if recorded and recorded.get(f"best/{metric}") is not None:
-        return float(recorded[f"best/{metric}"])
+    if recorded and recorded.get(Key.best(metric)) is not None:
+        return float(recorded[Key.best(metric)])
     value = trainer.callback_metrics.get(metric)
     if value is None:
         log.warning("optimized_metric %r was never logged; known metrics: %s", metric, sorted(trainer.callback_metrics))

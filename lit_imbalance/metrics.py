@@ -1,40 +1,41 @@
 """Per-class classification metrics for imbalanced data, on top of torchmetrics.
 
-One torchmetrics confusion matrix is the state; accuracy, per-class recall,
-balanced accuracy, macro F1, per-class support and many/medium/few-shot recall
-are all read off it. One state means one DDP sync per epoch and numbers that
-agree with each other by construction (balanced accuracy *is* the mean of the
-logged per-class recalls for multiclass and binary tasks).
+:class:`ImbalanceMetrics` is a :class:`torchmetrics.Metric` whose one state is
+a confusion matrix (``add_state(..., dist_reduce_fx="sum")``); accuracy,
+per-class recall, balanced accuracy, macro F1, per-class support and
+many/medium/few-shot recall are all read off it. One state means one DDP sync
+per epoch and numbers that agree with each other by construction (balanced
+accuracy *is* the mean of the logged per-class recalls for multiclass and
+binary tasks).
 
-Binary and multi-label tasks also track the threshold-free AUROC and average
-precision (torchmetrics' ``BinaryAUROC``/``BinaryAveragePrecision`` and their
-multi-label macro averages), which keep all scores of an epoch and are
-gathered across ranks by torchmetrics.
+Binary and multi-label tasks also keep the epoch's scores (``dist_reduce_fx="cat"``)
+for the threshold-free AUROC and average precision of torchmetrics' functional API.
+
+The functions above the class are the arithmetic; the class only accumulates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
-
 import torch
-from torch import Tensor, nn
+from dataclasses import dataclass
+
+from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.classification import (
-    BinaryAUROC,
-    BinaryAveragePrecision,
-    BinaryConfusionMatrix,
-    MulticlassConfusionMatrix,
-    MultilabelAUROC,
-    MultilabelAveragePrecision,
-    MultilabelConfusionMatrix,
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    multilabel_auroc,
+    multilabel_average_precision,
 )
+from torchmetrics.utilities import dim_zero_cat
 
-from lit_imbalance._checks import check_choice, check_positive_int, fail
+from lit_imbalance._checks import check_positive_int, fail
+from lit_imbalance.tasks import Task, check_task
 
-Task = Literal["multiclass", "binary", "multilabel"]
-TASKS = ("multiclass", "binary", "multilabel")
 IGNORE_INDEX = -100
+#: Probability above which a sigmoid output counts as a positive prediction.
+THRESHOLD = 0.5
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -88,8 +89,36 @@ def class_rates(true_positives: Tensor, false_positives: Tensor, false_negatives
     return {"recall": recall, "precision": precision, "f1": safe_divide(2 * precision * recall, precision + recall)}
 
 
-class ImbalanceMetrics(nn.Module):
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """What a stage's metrics saw in one epoch, for callbacks that draw or report it.
+
+    Attributes:
+        confusion: the synced confusion matrix, ``(C, C)`` ``[true, pred]``
+            (multi-label: ``(L, 2, 2)`` ``[label, true, pred]``), on the CPU.
+        class_names: display name of every class.
+        class_counts: training samples (multi-label: positives) per class.
+        many_threshold: more training samples than this is many-shot.
+        few_threshold: fewer training samples than this is few-shot.
+    """
+
+    confusion: Tensor
+    class_names: list[str]
+    class_counts: Tensor
+    many_threshold: int
+    few_threshold: int
+
+
+class ImbalanceMetrics(Metric):
     """Accuracy, balanced accuracy, macro F1, per-class recall/support and shot-group recall.
+
+    A :class:`torchmetrics.Metric`: ``update`` per batch, ``compute`` (synced
+    across DDP ranks, once) returns a flat dict of scalar tensors, ``reset``
+    starts the next epoch. Lightning's ``self.log`` takes only metrics that
+    compute one scalar, so the dict is logged with
+    ``self.log_dict(metrics.compute())`` at the epoch end, followed by
+    ``metrics.reset()`` (torchmetrics' own recipe for dict-valued metrics);
+    :class:`~lit_imbalance.ImbalanceMixin` does both.
 
     What the keys mean per task:
 
@@ -109,12 +138,16 @@ class ImbalanceMetrics(nn.Module):
       logged recalls (a model that says "yes" to everything would score 1 on
       that). Adds macro ``auroc`` and ``average_precision``.
 
+    Targets equal to ``-100`` are ignored. Updating never synchronises with the
+    device (no ``.item()``, no data-dependent shapes on the hot path).
+
     Args:
         num_classes: number of classes ``C`` (2 for binary) or labels ``L``.
         class_names: names used in the keys ``recall/<name>`` and ``support/<name>``.
         many_threshold: a class with more training samples is many-shot.
         few_threshold: a class with fewer training samples is few-shot.
         task: ``"multiclass"``, ``"binary"`` or ``"multilabel"``.
+        **kwargs: forwarded to :class:`torchmetrics.Metric` (``sync_on_compute``, ...).
 
     Example:
         >>> metrics = ImbalanceMetrics(3, class_names=["a", "b", "c"])
@@ -127,6 +160,11 @@ class ImbalanceMetrics(nn.Module):
         {'acc': 0.5, 'balanced_acc': 0.5, 'macro_f1': 0.5, 'auroc': 0.75, 'average_precision': 0.8333}
     """
 
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    confusion: Tensor
+
     def __init__(
         self,
         num_classes: int,
@@ -134,15 +172,17 @@ class ImbalanceMetrics(nn.Module):
         many_threshold: int = 100,
         few_threshold: int = 20,
         task: Task = "multiclass",
+        **kwargs: object,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)  # type: ignore[arg-type]
         check_positive_int("num_classes", num_classes)
-        self.task = check_choice("task", task, TASKS)
+        self.task = check_task(task)
         if task == "binary" and num_classes != 2:
             fail("num_classes", "2 for task='binary' (negative and positive class)", num_classes)
         names = [str(i) for i in range(num_classes)] if class_names is None else [str(n) for n in class_names]
         if len(names) != num_classes:
             fail("class_names", f"{num_classes} names (one per class)", list(names))
+        self.num_classes = num_classes
         self.class_names = names
         # Checked now: shot_groups would otherwise raise at the end of the first validation epoch.
         for name, value in (("many_threshold", many_threshold), ("few_threshold", few_threshold)):
@@ -151,24 +191,14 @@ class ImbalanceMetrics(nn.Module):
         shot_groups(torch.zeros(1, dtype=torch.long), many_threshold, few_threshold)
         self.many_threshold = many_threshold
         self.few_threshold = few_threshold
-        self.ranking = nn.ModuleDict()
-        self.confusion: Metric
-        if task == "multiclass":
-            self.confusion = MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=IGNORE_INDEX)
-        elif task == "binary":
-            self.confusion = BinaryConfusionMatrix(ignore_index=IGNORE_INDEX)
-            self.ranking.update(
-                {"auroc": BinaryAUROC(ignore_index=IGNORE_INDEX), "average_precision": BinaryAveragePrecision(ignore_index=IGNORE_INDEX)}
-            )
-        else:
-            self.confusion = MultilabelConfusionMatrix(num_labels=num_classes, ignore_index=IGNORE_INDEX)
-            self.ranking.update(
-                {
-                    "auroc": MultilabelAUROC(num_labels=num_classes, ignore_index=IGNORE_INDEX),
-                    "average_precision": MultilabelAveragePrecision(num_labels=num_classes, ignore_index=IGNORE_INDEX),
-                }
-            )
+        shape = (num_classes, 2, 2) if task == "multilabel" else (num_classes, num_classes)
+        self.add_state("confusion", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+        if task != "multiclass":
+            self.add_state("scores", [], dist_reduce_fx="cat")
+            self.add_state("labels", [], dist_reduce_fx="cat")
+        # Not a metric state: the training counts, for the shot groups; set once per fit.
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.long), persistent=False)
+        self.synced_confusion: Tensor | None = None
 
     def set_class_counts(self, class_counts: Tensor) -> None:
         """Training samples (multi-label: positives) per class; enables the many/medium/few-shot keys."""
@@ -176,35 +206,50 @@ class ImbalanceMetrics(nn.Module):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch: ``preds`` are logits (or hard labels), see the class docstring for shapes."""
-        if self.task != "multiclass":
-            if preds.is_floating_point():
-                # Probabilities, never raw logits: torchmetrics only applies the sigmoid itself
-                # when some value lies outside [0, 1], so logits that happen to lie inside
-                # would be read as probabilities.
-                preds = preds.float().sigmoid()
-            if self.task == "binary":
-                preds, target = preds.reshape(-1), target.reshape(-1)
-            target = target.long()
-        self.confusion.update(preds, target)
-        if preds.is_floating_point():
-            for metric in self.ranking.values():
-                metric.update(preds, target)
+        target = target.long()
+        if self.task == "multiclass":
+            predicted = preds.argmax(dim=1) if preds.is_floating_point() and preds.ndim > 1 else preds.long()
+            self._count(target.reshape(-1), predicted.reshape(-1), self.num_classes)
+            return
+        if self.task == "binary":
+            preds, target = preds.reshape(-1), target.reshape(-1)
+        scores = preds.float().sigmoid() if preds.is_floating_point() else None
+        predicted = (scores > THRESHOLD).long() if scores is not None else preds.long()
+        if self.task == "binary":
+            self._count(target, predicted, 2)
+        else:
+            # One 2x2 matrix per label: the label index is the leading coordinate.
+            labels = torch.arange(self.num_classes, device=target.device).expand_as(target)
+            valid = target != IGNORE_INDEX
+            flat = (labels * 4 + target.clamp_min(0) * 2 + predicted)[valid]
+            self.confusion.view(-1).index_add_(0, flat, torch.ones_like(flat))
+        if scores is not None:
+            self.scores.append(scores.detach())
+            self.labels.append(target)
 
-    def reset(self) -> None:
-        self.confusion.reset()
-        for metric in self.ranking.values():
-            metric.reset()
+    def _count(self, target: Tensor, predicted: Tensor, num_classes: int) -> None:
+        valid = target != IGNORE_INDEX
+        flat = (target * num_classes + predicted)[valid]
+        self.confusion.view(-1).index_add_(0, flat, torch.ones_like(flat))
 
     def compute(self) -> dict[str, Tensor]:
-        """Scalar tensors keyed by metric name, synced across DDP ranks by torchmetrics."""
-        confusion = self.confusion.compute().to(torch.float64)
+        """Scalar tensors keyed by metric name, from the states synced across DDP ranks."""
+        confusion = self.confusion.to(torch.float64)
+        self.synced_confusion = self.confusion.detach().cpu().clone()
         if self.task == "multilabel":
-            values, support, recall = self._multilabel_summary(confusion)
+            values, support, recall = multilabel_summary(confusion)
         else:
-            values, support, recall = self._multiclass_summary(confusion)
-        for name, metric in self.ranking.items():
-            if metric.update_count:
-                values[name] = metric.compute()
+            values, support, recall = multiclass_summary(confusion)
+        if self.task != "multiclass" and self.scores:
+            scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
+            if self.task == "binary":
+                values["auroc"] = binary_auroc(scores, labels, ignore_index=IGNORE_INDEX)
+                values["average_precision"] = binary_average_precision(scores, labels, ignore_index=IGNORE_INDEX)
+            else:
+                values["auroc"] = multilabel_auroc(scores, labels, self.num_classes, ignore_index=IGNORE_INDEX)
+                values["average_precision"] = multilabel_average_precision(
+                    scores, labels, self.num_classes, ignore_index=IGNORE_INDEX
+                )
         for name, class_recall, class_support in zip(self.class_names, recall, support):
             values[f"recall/{name}"] = class_recall
             values[f"support/{name}"] = class_support
@@ -216,38 +261,47 @@ class ImbalanceMetrics(nn.Module):
                     values[f"{group}_recall"] = recall[mask].mean()
         return {key: value.float() for key, value in values.items()}
 
-    @staticmethod
-    def _multiclass_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        support = confusion.sum(dim=1)
-        predicted = confusion.sum(dim=0)
-        true_positives = confusion.diagonal()
-        rates = class_rates(true_positives, predicted - true_positives, support - true_positives)
-        present = support > 0
-        values = {
-            "acc": true_positives.sum() / support.sum().clamp_min(1),
-            # Mean over the classes that occur, like sklearn's balanced_accuracy_score.
-            "balanced_acc": rates["recall"][present].mean() if present.any() else support.new_zeros(()),
-            # Over the classes that occur in targets or predictions, like sklearn's f1_score.
-            "macro_f1": rates["f1"][present | (predicted > 0)].mean() if present.any() else support.new_zeros(()),
-        }
-        return values, support, rates["recall"]
+    def summary(self) -> EvaluationSummary:
+        """The confusion matrix the last :meth:`compute` read (synced), with names and training counts."""
+        if self.synced_confusion is None:
+            fail("compute", "called before summary()", None, exc=RuntimeError)
+        return EvaluationSummary(
+            confusion=self.synced_confusion,  # type: ignore[arg-type]
+            class_names=list(self.class_names),
+            class_counts=self.class_counts.detach().cpu(),
+            many_threshold=self.many_threshold,
+            few_threshold=self.few_threshold,
+        )
 
-    @staticmethod
-    def _multilabel_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        # torchmetrics' multilabel confusion is (L, 2, 2) = [label, true, pred].
-        true_negatives, false_positives = confusion[:, 0, 0], confusion[:, 0, 1]
-        false_negatives, true_positives = confusion[:, 1, 0], confusion[:, 1, 1]
-        support = true_positives + false_negatives
-        rates = class_rates(true_positives, false_positives, false_negatives)
-        specificity = class_rates(true_negatives, false_negatives, false_positives)["recall"]
-        values = {
-            "acc": (true_positives + true_negatives).sum() / confusion.sum().clamp_min(1),
-            "balanced_acc": ((rates["recall"] + specificity) / 2).mean(),
-            # Every label counts, like sklearn's f1_score(average="macro") on multi-label targets.
-            "macro_f1": rates["f1"].mean(),
-        }
-        return values, support, rates["recall"]
 
-    def confusion_matrix(self) -> Tensor:
-        """The synced confusion matrix: ``(C, C)`` ``[true, pred]``, multi-label ``(L, 2, 2)``."""
-        return self.confusion.compute()
+def multiclass_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Accuracy, balanced accuracy and macro F1 (plus per-class support and recall) of a ``(C, C)`` matrix."""
+    support = confusion.sum(dim=1)
+    predicted = confusion.sum(dim=0)
+    true_positives = confusion.diagonal()
+    rates = class_rates(true_positives, predicted - true_positives, support - true_positives)
+    present = support > 0
+    values = {
+        "acc": true_positives.sum() / support.sum().clamp_min(1),
+        # Mean over the classes that occur, like sklearn's balanced_accuracy_score.
+        "balanced_acc": rates["recall"][present].mean() if present.any() else support.new_zeros(()),
+        # Over the classes that occur in targets or predictions, like sklearn's f1_score.
+        "macro_f1": rates["f1"][present | (predicted > 0)].mean() if present.any() else support.new_zeros(()),
+    }
+    return values, support, rates["recall"]
+
+
+def multilabel_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Hamming accuracy, mean balanced accuracy and macro F1 (plus support and recall) of ``(L, 2, 2)``."""
+    true_negatives, false_positives = confusion[:, 0, 0], confusion[:, 0, 1]
+    false_negatives, true_positives = confusion[:, 1, 0], confusion[:, 1, 1]
+    support = true_positives + false_negatives
+    rates = class_rates(true_positives, false_positives, false_negatives)
+    specificity = class_rates(true_negatives, false_negatives, false_positives)["recall"]
+    values = {
+        "acc": (true_positives + true_negatives).sum() / confusion.sum().clamp_min(1),
+        "balanced_acc": ((rates["recall"] + specificity) / 2).mean(),
+        # Every label counts, like sklearn's f1_score(average="macro") on multi-label targets.
+        "macro_f1": rates["f1"].mean(),
+    }
+    return values, support, rates["recall"]

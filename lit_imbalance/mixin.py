@@ -1,49 +1,46 @@
 """ImbalanceMixin: make any LightningModule imbalance-aware with one call.
 
-The mixin owns what a classifier on imbalanced data needs and what is easy to
-get subtly wrong by hand: the class statistics (found once per fit, without a
-pass over the inputs) and everything fed from them — the loss
-(``set_class_counts``), an optional warm-up / DRW schedule, the bias-prior
-initialisation of the classifier head, post-hoc logit adjustment — and
-per-class metrics that are synced across ranks by torchmetrics.
+The mixin is a thin facade: the work is done by parts that are usable alone,
+in any LightningModule or in plain PyTorch, and the mixin only wires them into
+Lightning's hooks:
 
-It relies on the LightningModule hooks ``setup``, ``on_validation_epoch_end``
-and ``on_test_epoch_end``: a subclass that overrides one of them must call
-``super()`` so the mixin's part still runs, and ``ImbalanceMixin`` must come
-before ``LightningModule`` in the bases.
+- :class:`~lit_imbalance.criterion.ImbalanceCriterion`: the loss, its warm-up /
+  DRW schedule, the training class counts and the prior they imply;
+- :class:`~lit_imbalance.metrics.ImbalanceMetrics`: per-class metrics, a
+  torchmetrics ``Metric`` synced across ranks;
+- :mod:`lit_imbalance.counts`: where a fit's class counts come from;
+- :func:`~lit_imbalance.heads.find_classifier_head` and
+  :func:`~lit_imbalance.priors.init_bias_prior`: the bias prior.
+
+It relies on the LightningModule hooks ``setup``, ``on_fit_start``,
+``on_validation_epoch_end`` and ``on_test_epoch_end``: a subclass that
+overrides one of them must call ``super()`` so the mixin's part still runs,
+and ``ImbalanceMixin`` must come before ``LightningModule`` in the bases.
+
+Callbacks talk to the model through the small interface documented on the
+class (``class_counts``, ``evaluation_summary``, ``refresh_class_counts``),
+not through its internals.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
-from torch.utils.data import Dataset, TensorDataset
 
-from lit_imbalance._checks import check_choice, check_non_negative, check_positive_int, fail
-from lit_imbalance.data.labels import LABEL_ATTRIBUTES, dataset_labels
-from lit_imbalance.data.labels import class_counts as count_classes
-from lit_imbalance.losses.logit_adjusted import LogitAdjustedLoss
-from lit_imbalance.metrics import TASKS, ImbalanceMetrics
-from lit_imbalance.priors import adjust_logits, init_bias_prior, prior_logits
+from lit_imbalance import _compat
+from lit_imbalance._checks import check_non_negative, fail
+from lit_imbalance.counts import ClassCounts, datamodule_class_counts, dataset_class_counts
+from lit_imbalance.criterion import ImbalanceCriterion, count_tensor
+from lit_imbalance.heads import find_classifier_head
+from lit_imbalance.metrics import EvaluationSummary, ImbalanceMetrics
+from lit_imbalance.priors import init_bias_prior
 from lit_imbalance.schedule import LossWarmup
+from lit_imbalance.tasks import Task, num_outputs, resolve_num_classes
 
 EVAL_STAGES = ("val", "test")
-Task = Literal["multiclass", "binary", "multilabel"]
-
-# Lightning asks for sync_dist=True on every epoch-level value logged under DDP; the mixin's
-# metrics are already reduced across ranks by torchmetrics, so that advice is noise for them.
-warnings.filterwarnings(
-    "ignore",
-    message=r"It is recommended to use `self.log\('(val|test)/(adjusted/)?(acc|balanced_acc|macro_f1|recall/|support/"
-    r"|many_recall|medium_recall|few_recall|auroc|average_precision)",
-    category=PossibleUserWarning,
-)
 
 
 class ImbalanceMixin:
@@ -72,6 +69,9 @@ class ImbalanceMixin:
                 x, y = batch
                 self.imbalance_step("val", self(x), y)
 
+            def configure_optimizers(self):
+                return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
     Logged keys (``<stage>`` is ``val`` or ``test``): ``<stage>/loss``,
     ``<stage>/acc``, ``<stage>/balanced_acc``, ``<stage>/macro_f1``,
     ``<stage>/recall/<class>``, ``<stage>/support/<class>``,
@@ -79,12 +79,17 @@ class ImbalanceMixin:
     multi-label tasks also ``<stage>/auroc`` and ``<stage>/average_precision``;
     with ``posthoc_tau`` the same keys again under ``<stage>/adjusted/`` for the
     adjusted logits; ``train/loss`` and, with a warm-up, ``train/warmup_factor``.
+
+    The interface for callbacks:
+
+    - :attr:`class_counts`: the training samples per class of this fit;
+    - :meth:`evaluation_summary`: the synced confusion matrix, class names and
+      counts of the last validation or test epoch;
+    - :meth:`refresh_class_counts`: find the counts again (the training set changed).
     """
 
-    imbalance_loss: nn.Module
+    imbalance_criterion: ImbalanceCriterion
     imbalance_metrics: nn.ModuleDict
-    class_counts: Tensor
-    num_train_samples: Tensor
     bias_prior_applied: Tensor
 
     def configure_imbalance(
@@ -103,7 +108,7 @@ class ImbalanceMixin:
         many_threshold: int = 100,
         few_threshold: int = 20,
     ) -> None:
-        """Attach the loss, the schedule, the class statistics and the metrics.
+        """Attach the criterion, the class statistics and the metrics.
 
         Args:
             loss: the training loss, ``loss(logits, target)``; ``None`` gives plain
@@ -117,17 +122,15 @@ class ImbalanceMixin:
                 ``"multilabel"`` (logits ``(N, L)``, multi-hot targets ``(N, L)``).
                 Binary and multi-label losses receive float targets.
             head: the classifier layer whose bias gets the prior: the module, its
-                attribute path (``"classifier.2"``), or ``None`` to find the only
-                ``nn.Linear`` with ``C`` outputs (1 for binary).
+                attribute path (``"classifier.2"``), or ``None`` to find it
+                (:func:`~lit_imbalance.heads.find_classifier_head`).
             warmup: a :class:`~lit_imbalance.schedule.LossWarmup` moving from a
                 start loss to ``loss``; a schedule of length 0 without
                 re-weighting is no warm-up.
             bias_prior: initialise the head's bias to the class prior at the
                 start of the first fit (``b_c = log pi_c``; sigmoid outputs
-                ``b = -log((1 - pi) / pi)``), see :func:`lit_imbalance.priors.prior_logits`.
-                Logit-adjusted losses, which add ``tau * log pi`` themselves, get
-                ``(1 - tau) * log pi``; sigmoid losses on multiclass targets (one
-                sigmoid per class) get ``-log((1 - pi_c) / pi_c)`` (see :meth:`initial_bias`).
+                ``b = -log((1 - pi) / pi)``), see
+                :meth:`~lit_imbalance.criterion.ImbalanceCriterion.initial_bias`.
             prior: the prior for the bias and the post-hoc adjustment instead of
                 the one estimated from the class counts.
             class_names: names used in per-class metric keys (default ``"0".."C-1"``).
@@ -147,60 +150,87 @@ class ImbalanceMixin:
         if mro.index(ImbalanceMixin) > mro.index(L.LightningModule):
             # LightningModule's own (empty) hooks would shadow the mixin's.
             fail("bases", "ImbalanceMixin listed before LightningModule", [c.__name__ for c in type(self).__bases__], TypeError)
-        self.imbalance_task = check_choice("task", task, TASKS)
-        if task == "binary":
-            if num_classes not in (None, 2):
-                fail("num_classes", "2 or None for task='binary' (one logit: negative vs positive)", num_classes)
-            num_classes = 2
-        elif num_classes is None:
-            fail("num_classes", f"a positive integer for task={task!r}", None)
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.num_outputs = 1 if task == "binary" else num_classes
+        num_classes = resolve_num_classes(task, num_classes)
         if posthoc_tau is not None:
             check_non_negative("posthoc_tau", posthoc_tau)
-        self.posthoc_tau = posthoc_tau
         if not isinstance(bias_prior, bool):
             fail("bias_prior", "a bool", bias_prior, TypeError)
-        self.bias_prior = bias_prior
-        self.prior = prior
-        if prior is not None:
-            prior_logits(prior=prior, task=task)  # validate now, not at the first fit
         if head is not None and not isinstance(head, (nn.Module, str)):
             fail("head", "an nn.Module, an attribute path or None", head, TypeError)
+        self.imbalance_task = task
+        self.num_classes = num_classes
+        self.posthoc_tau = posthoc_tau
+        self.bias_prior = bias_prior
         # A list, so that nn.Module does not register the head a second time.
         self._imbalance_head = [head]
-
-        default_loss: nn.Module = nn.CrossEntropyLoss() if task == "multiclass" else nn.BCEWithLogitsLoss()
-        if warmup is not None and not isinstance(warmup, LossWarmup):
-            fail("warmup", "a LossWarmup or None", type(warmup).__name__, TypeError)
-        if warmup is not None and warmup.target is not None:
-            if loss is not None:
-                fail("loss", "None when the warm-up already has a target loss", type(loss).__name__)
-            loss = warmup.target if warmup.is_noop else warmup
-        elif warmup is not None and not warmup.is_noop:
-            loss = warmup.set_target(loss if loss is not None else default_loss, default_start=default_loss)
-        self.imbalance_loss = loss if loss is not None else default_loss
+        self.imbalance_criterion = ImbalanceCriterion(loss, num_classes, task, warmup=warmup, prior=prior)
 
         metric_args = dict(class_names=class_names, many_threshold=many_threshold, few_threshold=few_threshold, task=task)
         stages = [*EVAL_STAGES, *(f"{s}_adjusted" for s in EVAL_STAGES if posthoc_tau is not None)]
         self.imbalance_metrics = nn.ModuleDict({stage: ImbalanceMetrics(num_classes, **metric_args) for stage in stages})
-        # Buffers, so the statistics a model was trained with travel in its checkpoint.
-        self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.long))
-        self.register_buffer("num_train_samples", torch.zeros((), dtype=torch.long))
-        # Restored from a checkpoint as True, so a fine-tuning fit keeps the trained bias.
+        # Restored from a checkpoint as True, so a resumed or fine-tuning fit keeps the trained bias.
         self.register_buffer("bias_prior_applied", torch.zeros((), dtype=torch.bool))
-        self.last_confusion: dict[str, Tensor] = {}
-        self._counts_ready = False
-        self._given_class_counts: tuple[Tensor, int] | None = None
+        self._evaluation_summaries: dict[str, EvaluationSummary] = {}
+        self._imbalance_setup_ran = False
+        self._given_class_counts: ClassCounts | None = None
         if class_counts is not None:
-            self._given_class_counts = self._validated_counts(class_counts, num_samples)
+            counts = count_tensor(class_counts, num_classes)
+            self._given_class_counts = (counts, int(counts.sum()) if num_samples is None else num_samples)
 
-    # --- class statistics -------------------------------------------------------------
+    # --- the interface for callbacks and users ------------------------------------------
+
+    @property
+    def class_counts(self) -> Tensor:
+        """Training samples (multi-label: positives) per class of this fit; zeros before it."""
+        return self.imbalance_criterion.class_counts
+
+    @property
+    def num_train_samples(self) -> Tensor:
+        """Training samples of this fit (differs from ``class_counts.sum()`` for multi-label data)."""
+        return self.imbalance_criterion.num_train_samples
+
+    @property
+    def imbalance_loss(self) -> nn.Module:
+        """The loss the criterion computes (the warm-up schedule, when there is one)."""
+        return self.imbalance_criterion.loss
 
     @property
     def loss_warmup(self) -> LossWarmup | None:
         """The warm-up schedule, when one is configured."""
-        return self.imbalance_loss if isinstance(self.imbalance_loss, LossWarmup) else None
+        return self.imbalance_criterion.warmup
+
+    def evaluation_summary(self, stage: str) -> EvaluationSummary | None:
+        """What the metrics of ``stage`` (``"val"``, ``"test"``, ``"val_adjusted"``, ...) saw in their last epoch."""
+        return self._evaluation_summaries.get(stage)
+
+    def refresh_class_counts(self) -> None:
+        """Find the training class counts again and hand them on (after the training set changed)."""
+        found = self._find_class_counts(self.trainer)  # type: ignore[attr-defined]
+        if found is not None:
+            self.apply_class_counts(*found)
+
+    def apply_class_counts(self, class_counts: Sequence[int] | Tensor, num_samples: int | None = None) -> None:
+        """Hand the training class counts to the criterion (loss, schedule, prior) and the shot-group metrics."""
+        self.imbalance_criterion.set_class_counts(class_counts, num_samples)
+        for metrics in self.imbalance_metrics.values():
+            metrics.set_class_counts(self.imbalance_criterion.class_counts)
+
+    def classifier_head(self) -> nn.Module:
+        """The layer that gets the bias prior: given, or found by :func:`~lit_imbalance.heads.find_classifier_head`."""
+        return find_classifier_head(self, num_outputs(self.imbalance_task, self.num_classes),  # type: ignore[arg-type]
+                                    self._imbalance_head[0], where="given to configure_imbalance")
+
+    def imbalance_prior_logits(self) -> Tensor:
+        """The logits of the training prior, see :meth:`ImbalanceCriterion.prior_logits`."""
+        return self.imbalance_criterion.prior_logits()
+
+    def adjust_logits(self, logits: Tensor) -> Tensor:
+        """Post-hoc adjusted logits ``logits - posthoc_tau * prior_logits``; unchanged without ``posthoc_tau``."""
+        if self.posthoc_tau is None:
+            return logits
+        return self.imbalance_criterion.adjust_logits(logits, self.posthoc_tau)
+
+    # --- Lightning hooks ----------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # type: ignore[misc]
@@ -209,150 +239,45 @@ class ImbalanceMixin:
         # ranks would otherwise add into one confusion matrix.
         for metrics in self.imbalance_metrics.values():
             metrics.reset()
-        if stage == "fit":
-            self.apply_class_counts(*self.find_class_counts())
-            # Lightning restores a checkpoint (fit(ckpt_path=...)) after setup, so a resumed
-            # run gets its trained bias back; on_fit_start would run after the restore.
-            if self.bias_prior and not bool(self.bias_prior_applied):
-                init_bias_prior(self.classifier_head(), self.initial_bias())
-                self.bias_prior_applied.fill_(True)
-        elif not self._counts_ready and self._trainer is not None:
+        self._imbalance_setup_ran = True
+        if stage != "fit" and not self.imbalance_criterion.counts_known:
             # Evaluating a model that was not fitted in this process: the loss (and the
             # post-hoc prior, until a checkpoint restores the trained counts) need statistics.
-            found = self.find_class_counts(required=False)
+            found = self._find_class_counts(self.trainer, from_train_loader=False)  # type: ignore[attr-defined]
             if found is not None:
                 self.apply_class_counts(*found)
 
-    def find_class_counts(self, required: bool = True) -> tuple[Tensor, int] | None:
-        """Training class counts and number of samples, without touching the inputs.
-
-        In order: the counts given to :meth:`configure_imbalance`; the
-        datamodule's ``train_class_counts`` or ``train_labels``; the labels of the
-        training dataset (``dataset.targets``/``labels``/``y``, a
-        ``TensorDataset``'s last tensor, through ``Subset``/``ConcatDataset``),
-        taken from the datamodule's ``train_dataset`` or from the loader the fit
-        was given (also without a datamodule).
-        """
-        if self._given_class_counts is not None:
-            return self._given_class_counts
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # type: ignore[misc]
+        if not getattr(self, "_imbalance_setup_ran", False):
+            raise RuntimeError(
+                "ImbalanceMixin.setup did not run: if your model overrides `setup`, call `super().setup(stage)` in it."
+            )
         trainer = self.trainer  # type: ignore[attr-defined]
-        datamodule = getattr(trainer, "datamodule", None)
-        if self.imbalance_task != "multilabel":
-            counts = getattr(datamodule, "train_class_counts", None)
-            if counts is not None:
-                return self._validated_counts(counts)
-        labels = getattr(datamodule, "train_labels", None)
-        if labels is None:
-            dataset = train_dataset(trainer)
-            if dataset is not None:
-                labels = label_matrix(dataset) if self.imbalance_task == "multilabel" else dataset_labels(dataset)
-        if labels is None:
-            if not required:
-                return None
+        found = self._find_class_counts(trainer)
+        if found is None:
             fail(
                 "class_counts",
                 "given to configure_imbalance, or found in the training data (a datamodule with "
                 "`train_class_counts`/`train_labels`, or a train dataset with `targets`/`labels`)",
                 None,
             )
-        labels = torch.as_tensor(labels)
-        if self.imbalance_task == "multilabel":
-            if labels.ndim != 2 or labels.shape[1] != self.num_classes:
-                fail("train labels", f"a multi-hot (N, {self.num_classes}) matrix", f"shape {tuple(labels.shape)}")
-            return self._validated_counts(labels.long().sum(0), labels.shape[0])
-        return self._validated_counts(count_classes(labels, self.num_classes))
+        self.apply_class_counts(*found)
+        # Lightning restores a checkpoint's weights and buffers before on_fit_start, so a
+        # resumed run has bias_prior_applied set and keeps its trained bias.
+        if self.bias_prior and not bool(self.bias_prior_applied):
+            init_bias_prior(self.classifier_head(), self.imbalance_criterion.initial_bias())
+            self.bias_prior_applied.fill_(True)
 
-    def _validated_counts(self, class_counts: Sequence[int] | Tensor, num_samples: int | None = None) -> tuple[Tensor, int]:
-        counts = count_tensor(class_counts, self.num_classes)
-        if self.imbalance_task != "multilabel":
-            return counts, int(counts.sum())
-        if num_samples is None or num_samples < int(counts.max()):
-            fail("num_samples", "the number of training samples (multi-label counts are positives per label)", num_samples)
-        return counts, int(num_samples)
-
-    def apply_class_counts(self, class_counts: Sequence[int] | Tensor, num_samples: int | None = None) -> None:
-        """Hand the training class counts to the loss (and its schedule) and the shot-group metrics."""
-        counts, num_samples = self._validated_counts(class_counts, num_samples)
-        self.class_counts.copy_(counts)
-        self.num_train_samples.fill_(num_samples)
-        if callable(getattr(self.imbalance_loss, "set_class_counts", None)):
-            self.imbalance_loss.set_class_counts(counts.to(self.class_counts.device))
-        for metrics in self.imbalance_metrics.values():
-            metrics.set_class_counts(counts)
-        self._counts_ready = True
-
-    # --- prior and head -----------------------------------------------------------------
-
-    def imbalance_prior_logits(self) -> Tensor:
-        """The logits of the training prior (given ``prior`` or class counts), see :func:`prior_logits`."""
-        if self.prior is not None:
-            return prior_logits(prior=self.prior, task=self.imbalance_task)
-        if int(self.class_counts.sum()) == 0:
-            fail("class_counts", "known (fit the model, or pass class_counts or prior) before the prior is used", 0)
-        return prior_logits(
-            self.class_counts.cpu(), task=self.imbalance_task, num_samples=int(self.num_train_samples)
-        ).to(self.class_counts.device)
-
-    def initial_bias(self) -> Tensor:
-        """The bias prior: the prior logits, less what the first training loss adds to the logits itself.
-
-        Logit-adjusted losses (balanced softmax is ``tau = 1``) train
-        ``logits + tau * log pi``; the model predicts the prior when *that* sum is
-        ``log pi``, i.e. with a bias of ``(1 - tau) * log pi``. (The full ``log pi``
-        on top cost 1.6 points of balanced accuracy with balanced softmax on
-        digits-LT, 5 seeds.) With a warm-up, the loss of the first step counts.
-        """
-        bias = self.imbalance_prior_logits()
-        warmup, first_loss = self.loss_warmup, self.imbalance_loss
-        if warmup is not None:
-            first_loss = warmup.start if warmup.length > 0 else warmup.target
-        if isinstance(first_loss, LogitAdjustedLoss):
-            bias = bias * (1.0 - first_loss.tau)
-        elif self.imbalance_task == "multiclass" and trains_sigmoid_outputs(first_loss):
-            # One-vs-rest sigmoids (sigmoid focal, ASL, ...): sigmoid(b_c) = pi_c, b_c = -log((1 - pi_c) / pi_c).
-            if self.prior is not None:
-                return prior_logits(prior=self.prior, task="multilabel")
-            counts = self.class_counts.cpu()
-            bias = prior_logits(counts, task="multilabel", num_samples=int(self.num_train_samples))
-            bias = bias.to(self.class_counts.device)
-        return bias
-
-    def adjust_logits(self, logits: Tensor) -> Tensor:
-        """Post-hoc adjusted logits ``logits - posthoc_tau * prior_logits``; unchanged without ``posthoc_tau``."""
-        if self.posthoc_tau is None:
-            return logits
-        # adjust_logits adds tau * prior along dim 1: a negative tau removes it.
-        if logits.ndim == 1:  # binary logits (N,)
-            return adjust_logits(logits.unsqueeze(1), self.imbalance_prior_logits(), -self.posthoc_tau).squeeze(1)
-        return adjust_logits(logits, self.imbalance_prior_logits(), -self.posthoc_tau)
-
-    def classifier_head(self) -> nn.Module:
-        """The layer that gets the bias prior: given, or the only ``nn.Linear`` with ``C`` outputs."""
-        head = self._imbalance_head[0]
-        modules = dict(self.named_modules())  # type: ignore[attr-defined]
-        if isinstance(head, str):
-            if head not in modules:
-                fail("head", "the attribute path of a submodule", head)
-            return modules[head]
-        if head is not None:
-            if not any(module is head for module in modules.values()):
-                fail("head", "a submodule of the model", type(head).__name__)
-            return head
-        candidates = [
-            name for name, module in modules.items()
-            if isinstance(module, nn.Linear) and module.out_features == self.num_outputs
-        ]
-        if len(candidates) != 1:
-            found = f"layers {candidates}" if candidates else "none"
-            fail(
-                "head",
-                f"given to configure_imbalance (looked for the only nn.Linear with {self.num_outputs} outputs; "
-                "or pass bias_prior=False)",
-                found,
-            )
-        return modules[candidates[0]]
-
-    # --- steps and epochs ---------------------------------------------------------------
+    def _find_class_counts(self, trainer: L.Trainer, from_train_loader: bool = True) -> ClassCounts | None:
+        if self._given_class_counts is not None:
+            return self._given_class_counts
+        found = datamodule_class_counts(trainer, self.imbalance_task, self.num_classes)
+        if found is None and from_train_loader:
+            dataset = _compat.fit_train_dataset(trainer)
+            if dataset is not None:
+                found = dataset_class_counts(dataset, self.imbalance_task, self.num_classes)
+        return found
 
     def imbalance_step(self, stage: str, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of a batch, logged as ``<stage>/loss``; val/test batches also update the metrics.
@@ -366,23 +291,23 @@ class ImbalanceMixin:
             The loss (of the warm-up schedule's current mix), ready to be returned
             from ``training_step``.
         """
-        trainer = self._trainer  # type: ignore[attr-defined]
+        trainer = attached_trainer(self)  # type: ignore[arg-type]
+        criterion = self.imbalance_criterion
         is_train = stage == "train"
-        if is_train and trainer is not None and not self._counts_ready:
-            raise RuntimeError(
-                "ImbalanceMixin.setup('fit') did not run, so the loss has no class counts: if your model "
-                "overrides `setup`, call `super().setup(stage)` in it."
-            )
-        # Losses reduce in float32 even under mixed precision.
-        logits = logits.float()
-        warmup = self.loss_warmup
-        if is_train and warmup is not None and trainer is not None:
-            warmup.advance(epoch=trainer.current_epoch, step=trainer.global_step)
-            self.log(  # type: ignore[attr-defined]
-                "train/warmup_factor", warmup.factor, on_step=warmup.by_steps, on_epoch=not warmup.by_steps,
-                batch_size=target.shape[0],
-            )
-        loss = self.imbalance_loss(*self._loss_inputs(logits, target))
+        if is_train and trainer is not None:
+            if not criterion.counts_known:
+                raise RuntimeError(
+                    "ImbalanceMixin.on_fit_start did not run, so the loss has no class counts: if your model "
+                    "overrides `setup` or `on_fit_start`, call `super().setup(stage)` / `super().on_fit_start()` in it."
+                )
+            warmup = criterion.warmup
+            if warmup is not None:
+                criterion.set_progress(epoch=trainer.current_epoch, step=trainer.global_step)
+                self.log(  # type: ignore[attr-defined]
+                    "train/warmup_factor", warmup.factor, on_step=warmup.by_steps, on_epoch=not warmup.by_steps,
+                    batch_size=target.shape[0],
+                )
+        loss = criterion(logits, target)
         self.log(  # type: ignore[attr-defined]
             f"{stage}/loss", loss, on_step=is_train, on_epoch=True, prog_bar=is_train,
             sync_dist=not is_train, batch_size=target.shape[0],
@@ -393,12 +318,6 @@ class ImbalanceMixin:
             if self.posthoc_tau is not None:
                 self.imbalance_metrics[f"{stage}_adjusted"].update(self.adjust_logits(logits), target)
         return loss
-
-    def _loss_inputs(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        if self.imbalance_task == "multiclass":
-            return logits, target
-        # Sigmoid losses take float targets of the logits' shape; binary logits may be (N, 1).
-        return logits.reshape(target.shape), target.to(logits.dtype)
 
     def on_validation_epoch_end(self) -> None:
         self.log_imbalance_metrics("val")
@@ -415,62 +334,22 @@ class ImbalanceMixin:
             if key not in self.imbalance_metrics:
                 continue
             metrics = self.imbalance_metrics[key]
-            # From the buffer, which a checkpoint restore may have replaced since setup.
+            # From the criterion's buffer, which a checkpoint restore may have replaced since setup.
             metrics.set_class_counts(self.class_counts)
             values.update({prefix + name: value for name, value in metrics.compute().items()})
-            # Kept for callbacks that draw the confusion matrix after the epoch (plots, reports).
-            self.last_confusion[key] = metrics.confusion_matrix().detach().cpu()
+            self._evaluation_summaries[key] = metrics.summary()
             metrics.reset()
         headline = f"{stage}/balanced_acc"
-        # Already reduced across ranks by torchmetrics: no second sync.
         for name, value in values.items():
-            self.log(name, value, sync_dist=False, prog_bar=name == headline)  # type: ignore[attr-defined]
+            # Already synced and equal on every rank: their max over ranks is that value,
+            # exactly, which is what Lightning's epoch-level sync_dist asks for.
+            self.log(name, value, prog_bar=name == headline, sync_dist=True, reduce_fx="max")  # type: ignore[attr-defined]
         return values
 
 
-def trains_sigmoid_outputs(loss: nn.Module) -> bool:
-    """Whether ``loss`` reads every logit as an independent sigmoid rather than one softmax over the classes."""
-    return bool(getattr(loss, "sigmoid_outputs", isinstance(loss, nn.BCEWithLogitsLoss)))
-
-
-def count_tensor(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tensor:
-    """Class counts as an int64 tensor of length ``num_classes``, or a clear error."""
-    counts = torch.as_tensor(class_counts).detach().cpu()
-    if counts.ndim != 1 or counts.numel() != num_classes or (counts < 0).any():
-        fail("class_counts", f"{num_classes} non-negative counts (one per class)", counts.tolist())
-    return counts.to(torch.long)
-
-
-def train_dataset(trainer: L.Trainer) -> Dataset | None:
-    """The dataset of the loader ``trainer.fit`` trains on, available from ``setup("fit")`` on.
-
-    A datamodule's ``train_dataset`` attribute is used when it has one.
-    Otherwise Lightning's fit loop knows where its train loader comes from (a
-    datamodule, the LightningModule's ``train_dataloader`` or the loader passed
-    to ``fit``): asking that source builds the ``DataLoader`` object without
-    iterating it. (The public ``trainer.fit_loop.setup_data()`` would set up the
-    loop's iterator before a checkpoint restores its state.)
-    """
-    datamodule = getattr(trainer, "datamodule", None)
-    dataset = getattr(datamodule, "train_dataset", None)
-    if dataset is not None:
-        return dataset
-    source = getattr(trainer.fit_loop, "_data_source", None)
-    if source is None or source.instance is None or not source.is_defined():
+def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+    """The trainer ``module`` is attached to, or ``None`` (``module.trainer`` raises when there is none)."""
+    try:
+        return module.trainer
+    except RuntimeError:
         return None
-    loader: Any = source.dataloader()
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None:
-        fail("train_dataloaders", "one DataLoader (pass class_counts to configure_imbalance otherwise)", type(loader).__name__)
-    return dataset
-
-
-def label_matrix(dataset: Dataset) -> Tensor:
-    """The multi-hot ``(N, L)`` labels of a dataset: its ``targets``/``labels``/``y``, or a TensorDataset's last tensor."""
-    found = (getattr(dataset, attribute, None) for attribute in LABEL_ATTRIBUTES)
-    labels = next((labels for labels in found if labels is not None), None)
-    if labels is None and isinstance(dataset, TensorDataset):
-        labels = dataset.tensors[-1]
-    if labels is None:
-        fail("dataset", "a dataset with a `targets` multi-hot label matrix (or pass class_counts)", type(dataset).__name__)
-    return torch.as_tensor(labels)

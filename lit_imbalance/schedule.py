@@ -267,3 +267,25 @@ class LossWarmup(nn.Module):
     def extra_repr(self) -> str:
         unit = "steps" if self.by_steps else "epochs"
         return f"{unit}={self.length}, mode={self.mode!r}, reweight={self.reweight!r}"
+
+
+def loss_warmup(
+    epochs: int | None = None,
+    steps: int | None = None,
+    mode: WarmupMode = "switch",
+    start: nn.Module | None = None,
+    target: nn.Module | None = None,
+    reweight: str | None = None,
+    beta: float = 0.9999,
+) -> LossWarmup | None:
+    """A :class:`LossWarmup`, or ``None`` when it would change nothing (no length, no re-weighting).
+
+    What ``conf/warmup/`` builds: ``warmup.epochs=3`` asks for a schedule, the
+    default asks for none and gets no object. The arguments are validated either way.
+
+    Example:
+        >>> loss_warmup() is None, type(loss_warmup(epochs=3)).__name__
+        (True, 'LossWarmup')
+    """
+    warmup = LossWarmup(epochs, steps, mode, start, target, reweight, beta)
+    return None if warmup.is_noop and target is None else warmup

@@ -1,213 +1,48 @@
-"""Hydra multiruns: a summary of every sweep, failed jobs as rows, DDP inside sweeps.
+"""The summary of a Hydra multirun: every job's record in one ranked table, and a picture.
 
 ``python train.py -m loss=focal loss.alpha=0.25,0.5 loss.gamma=0,2`` runs one
 Hydra job per parameter set, each in ``<sweep dir>/<job number>/`` with its own
-``metrics.json``. This module adds the three things a sweep needs on top:
+``metrics.json`` (:mod:`lit_imbalance.record`). :class:`SweepSummary`, a Hydra
+callback (``hydra.callbacks`` in ``conf/train.yaml``), reads them all at the
+end of the multirun and writes ``sweep_summary.csv`` / ``sweep_summary.md``
+ranked by the objective, plus a heat-map when exactly two numeric parameters
+were swept.
 
-- :class:`SweepSummary`, a Hydra callback (``hydra.callbacks`` in
-  ``conf/train.yaml``) that reads every job's ``metrics.json`` at the end of the
-  multirun and writes ``sweep_summary.csv`` / ``sweep_summary.md`` ranked by the
-  objective, plus a heat-map when exactly two numeric parameters were swept;
-- :func:`keep_sweeping`, for the task function: in a multirun a job that raises
-  is logged, recorded as ``status: failed`` and the sweep goes on;
-- :func:`ddp_job_scope`, for the app: makes Lightning's DDP re-launch
-  (``strategy=ddp``, or ``auto`` with several devices) run *this job* in the
-  child processes instead of the whole sweep.
-
-It also registers the ``sweep_group`` and ``sweep_job_name`` resolvers used by
-``conf/logger/wandb.yaml`` to group a sweep's wandb runs and name them after
-their overrides.
+The other parts of a sweep live beside this module: a failing job becomes a
+failed row through :func:`lit_imbalance.job_failures.keep_sweeping`, DDP
+inside a job is :func:`lit_imbalance.ddp_multirun.ddp_job_scope`, and the wandb
+naming resolvers are :mod:`lit_imbalance.resolvers`.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import math
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
-import torch.distributed as dist
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance._checks import check_choice
-from lit_imbalance.callbacks.metrics_json import read_record, write_record
+from lit_imbalance.record import RECORD_FILE, Key, Status, read_record
+from lit_imbalance.runtime import is_launching_process
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-#: What a failed job returns to the sweeper: Optuna records a NaN objective as a failed trial.
-FAILED = float("nan")
-#: metrics.json keys shown for every job, after the objective.
+#: Record keys shown for every job, after the objective.
 SUMMARY_METRICS = (
-    "best/val/balanced_acc",
+    Key.best("val/balanced_acc"),
     "test/balanced_acc",
     "test/many_recall",
     "test/medium_recall",
     "test/few_recall",
-    "train_time_s",
+    Key.TRAIN_TIME_S,
 )
-# Set by Lightning's script launcher for the children and by `_init_dist_connection`;
-# left behind they would make the next job's trainer believe it was launched externally.
-DDP_ENV_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-# Hydra overrides that belong to the sweep, not to the job a DDP child re-runs.
-SWEEP_ONLY_OVERRIDES = ("hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher",
-                        "hydra/launcher", "hydra.run", "hydra.job.name", "hydra.output_subdir")
-CHILD_EXIT_TIMEOUT_S = 60.0
-
-
-def in_multirun() -> bool:
-    """Whether the current process runs a job of a Hydra multirun (``-m``)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def is_launching_process() -> bool:
-    """False in processes started by a launcher with a rank (DDP children, torchrun, SLURM tasks > 0)."""
-    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if key in os.environ), "0")
-    return rank == "0"
-
-
-# --- the task side ------------------------------------------------------------------------
-
-
-def keep_sweeping(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
-    """Wrap a Hydra task so that, in a multirun, a failing job does not end the sweep.
-
-    Hydra's sweepers stop at the first failed job (the basic sweeper after its
-    batch, without calling ``on_multirun_end``; Optuna's by default too). In a
-    multirun the wrapped task logs the traceback to the job's log, records
-    ``status: failed`` and the error in the job's ``metrics.json`` (the writer
-    callback already does so for errors inside ``fit``; this covers errors
-    before it, e.g. a bad override value) and returns :data:`FAILED`. A single
-    run still raises.
-    """
-
-    @functools.wraps(task)
-    def run(cfg: DictConfig) -> float | None:
-        if not in_multirun():
-            return task(cfg)
-        try:
-            return task(cfg)
-        except Exception as error:
-            job = HydraConfig.get().job
-            log.exception("Job #%s (%s) failed; the sweep goes on and lists it as failed.",
-                          job.num, job.override_dirname)
-            record_failure(Path(HydraConfig.get().runtime.output_dir) / METRICS_FILE, error)
-            return FAILED
-
-    return run
-
-
-def record_failure(path: Path, error: BaseException) -> None:
-    """Mark the run at ``path`` (a ``metrics.json``) as failed, keeping what it had measured."""
-    values = read_record(path)
-    if values.get("status") != "failed":
-        values["status"] = "failed"
-        values["error"] = f"{type(error).__name__}: {error}"
-    write_record(path, values)
-
-
-@contextmanager
-def ddp_job_scope(trainer: L.Trainer) -> Iterator[None]:
-    """Make a DDP re-launch inside a multirun job run that job, once, in the job's directory.
-
-    Lightning starts DDP ranks > 0 by re-running ``sys.argv`` with
-    ``hydra.run.dir=<HydraConfig.run.dir>``. In a multirun ``sys.argv`` holds the
-    whole sweep (``-m a=1,2``) and ``run.dir`` is not the job's directory, so each
-    child would run its own copy of the sweep elsewhere. Within this scope the
-    children get the job's own overrides in run mode and the job's output
-    directory; afterwards the children are reaped and the process group and the
-    DDP environment variables are cleared, so the next job launches afresh.
-    Outside a multirun, with another launcher (``ddp_spawn``, one device) or
-    when the processes are started externally (torchrun, SLURM), it does nothing.
-    """
-    launcher = getattr(trainer.strategy, "launcher", None)
-    # Under torchrun or SLURM every rank runs the sweep itself, in step: nothing to re-launch.
-    relaunches = (isinstance(launcher, _SubprocessScriptLauncher)
-                  and not launcher.cluster_environment.creates_processes_externally)
-    if not (in_multirun() and relaunches):
-        yield
-        return
-    hydra = HydraConfig.get()
-    saved_argv, saved_run_dir = sys.argv, hydra.run.dir
-    saved_env = {key: os.environ.get(key) for key in DDP_ENV_VARS}
-    carried = [o for o in hydra.overrides.hydra if not o.lstrip("+~").startswith(SWEEP_ONLY_OVERRIDES)]
-    # hydra.mode=RUN: a config that sets `hydra.mode: MULTIRUN` (hparams_search) must not sweep in a child.
-    sys.argv = [saved_argv[0], *hydra.overrides.task, *carried, "hydra.mode=RUN"]
-    with read_write(hydra.run):
-        hydra.run.dir = hydra.runtime.output_dir
-    failed = True
-    try:
-        yield
-        failed = False
-    finally:
-        # A failed rank 0 leaves the children waiting in a collective: close the group
-        # first so they fail fast; a finished one lets them finish their teardown first.
-        if failed:
-            _destroy_process_group()
-        _reap(launcher)
-        _destroy_process_group()
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        sys.argv = saved_argv
-        with read_write(hydra.run):
-            hydra.run.dir = saved_run_dir
-
-
-def _reap(launcher: _SubprocessScriptLauncher) -> None:
-    children = list(launcher.procs)
-    # Lightning's observer thread kills this process when a child exits non-zero;
-    # emptying the list it watches ends it, so one failed job cannot end the sweep.
-    launcher.procs.clear()
-    for child in children:
-        try:
-            child.wait(timeout=CHILD_EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("DDP child %s did not exit within %.0f s; killing it.", child.pid, CHILD_EXIT_TIMEOUT_S)
-            child.kill()
-            child.wait()
-
-
-def _destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-# --- wandb naming -------------------------------------------------------------------------
-
-
-def sweep_group() -> str | None:
-    """The sweep directory's name in a multirun (groups the sweep's wandb runs), else ``None``."""
-    return Path(HydraConfig.get().sweep.dir).name if in_multirun() else None
-
-
-def sweep_job_name() -> str | None:
-    """The job's overrides (``loss.alpha=0.25,loss.gamma=2``) in a multirun, else ``None``."""
-    return (HydraConfig.get().job.override_dirname or None) if in_multirun() else None
-
-
-for _name, _resolver in (("sweep_group", sweep_group), ("sweep_job_name", sweep_job_name)):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver)
-
-
-# --- the summary --------------------------------------------------------------------------
 
 
 @dataclass
@@ -222,12 +57,12 @@ class JobResult:
     @property
     def status(self) -> str:
         # No metrics.json at all: the job failed before anything could record it.
-        return str(self.metrics.get("status", "failed"))
+        return str(Status(self.metrics.get(Key.STATUS, Status.FAILED)).value)
 
     @property
     def objective(self) -> float | None:
-        value = self.metrics.get("objective")
-        finished = self.status == "finished"
+        value = self.metrics.get(Key.OBJECTIVE)
+        finished = self.status == Status.FINISHED
         return float(value) if finished and isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property
@@ -258,7 +93,7 @@ def collect_jobs(sweep_dir: Path) -> list[JobResult]:
         directory = overrides_file.parent.parent
         hydra_file = directory / ".hydra" / "hydra.yaml"
         num = OmegaConf.load(hydra_file).hydra.job.num if hydra_file.is_file() else len(jobs)
-        metrics = read_record(directory / METRICS_FILE)
+        metrics = read_record(directory / RECORD_FILE)
         overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_file))]  # type: ignore[union-attr]
         jobs.append(JobResult(int(num), directory, overrides, metrics))
     return sorted(jobs, key=lambda job: job.num)
@@ -304,9 +139,9 @@ def summary_rows(jobs: Sequence[JobResult], mode: str = "max") -> list[dict[str,
                                "status": job.status}
         row.update({key: job.parameters.get(key, "") for key in parameters})
         row["objective"] = job.objective if job.objective is not None else ""
-        row.update({key: job.metrics.get(key, "") if job.status == "finished" else "" for key in SUMMARY_METRICS})
+        row.update({key: job.metrics.get(key, "") if job.status == Status.FINISHED else "" for key in SUMMARY_METRICS})
         row["overrides"] = " ".join(job.overrides)
-        row["error"] = job.metrics.get("error", "" if job.status == "finished" else "no metrics.json")
+        row["error"] = job.metrics.get(Key.ERROR, "" if job.status == Status.FINISHED else f"no {RECORD_FILE}")
         row["dir"] = job.directory.name
         rows.append(row)
     return rows

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lit_imbalance.sweep import SweepSummary, heatmap_grid, keep_sweeping, record_failure
+from lit_imbalance.job_failures import keep_sweeping, record_failure
+from lit_imbalance.sweep import SweepSummary, heatmap_grid
 from tests.conftest import CONF_DIR, ROOT, subprocess_env
 from tests.test_plots import read_png
 from tests.test_wandb import offline_runs, read_offline_run

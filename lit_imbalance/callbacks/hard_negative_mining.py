@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lit_imbalance._checks import check_in_unit_interval, check_positive, check_positive_int, fail
 from lit_imbalance.data.labels import dataset_labels
+from lit_imbalance.interface import ImbalanceAware
 
 
 class HardNegativeMining(Callback):
@@ -125,10 +126,8 @@ class HardNegativeMining(Callback):
     def _refresh_class_counts(pl_module: L.LightningModule) -> None:
         # The grown subset has more negatives: statistics-driven losses and the shot-group
         # metrics must see the class balance the model now trains on.
-        find = getattr(pl_module, "find_class_counts", None)
-        found = find(required=False) if callable(find) else None
-        if found is not None:
-            pl_module.apply_class_counts(*found)
+        if isinstance(pl_module, ImbalanceAware):
+            pl_module.refresh_class_counts()
 
     # --- mining -------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -13,18 +12,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lit_imbalance.interface import ImbalanceAware
+from lit_imbalance.record import Key, Status, read_record, write_record
+
 
 class MetricsJsonWriter(Callback):
     """Keep ``metrics.json`` up to date with the logged scalars of a run.
 
     The file is rewritten (atomically) after every validation epoch, at the end
     of fit and of test, and on an exception, so a crash or a kill never loses
-    what a run had already measured. It is a flat JSON object: every scalar in
-    ``trainer.callback_metrics`` (``val/balanced_acc``, ``test/recall/3``, ...),
-    plus ``train_class_counts``, ``sampler_expected_class_counts`` (with a
-    rebalancing sampler), ``train_time_s``, ``best/<monitor>`` (the
-    checkpoint callback's best score) and ``status`` (``running``, ``finished``,
-    ``failed``). Only global rank 0 writes.
+    what a run had already measured. It is the flat record of
+    :mod:`lit_imbalance.record`: every scalar in ``trainer.callback_metrics``
+    (``val/balanced_acc``, ``test/recall/3``, ...), plus the fixed fields
+    (:class:`~lit_imbalance.record.Key`). Only global rank 0 writes.
 
     Args:
         path: where to write the file.
@@ -47,17 +47,15 @@ class MetricsJsonWriter(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
         # A new fit starts a new record: nothing from an earlier run in this directory survives.
-        self.values = {"status": "running"}
-        counts = getattr(pl_module, "class_counts", None)
-        if counts is not None:
-            self.values["train_class_counts"] = [int(c) for c in counts.tolist()]
+        self.values = {Key.STATUS: Status.RUNNING}
         self._write(trainer, merge=False)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # What a rebalancing sampler promises to show per class and epoch, beside what the data has.
         expected = getattr(getattr(trainer.train_dataloader, "sampler", None), "expected_class_counts", None)
         if expected is not None:
-            self.values["sampler_expected_class_counts"] = [round(float(c), 3) for c in expected]
+            self.values[Key.SAMPLER_EXPECTED_CLASS_COUNTS] = [round(float(c), 3) for c in expected]
+        self._collect(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -65,24 +63,28 @@ class MetricsJsonWriter(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._fit_started is not None:
-            self.values["train_time_s"] = round(time.perf_counter() - self._fit_started, 3)
+            self.values[Key.TRAIN_TIME_S] = round(time.perf_counter() - self._fit_started, 3)
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None)
         if best is not None and getattr(checkpoint, "monitor", None):
-            self.values[f"best/{checkpoint.monitor}"] = float(best)
-        self.values["status"] = "finished"
+            self.values[Key.best(checkpoint.monitor)] = float(best)
+        self.values[Key.STATUS] = Status.FINISHED
         self._collect(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.values["status"] = "finished"
+        self.values[Key.STATUS] = Status.FINISHED
         self._collect(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.values["status"] = "failed"
-        self.values["error"] = f"{type(exception).__name__}: {exception}"
+        self.values[Key.STATUS] = Status.FAILED
+        self.values[Key.ERROR] = f"{type(exception).__name__}: {exception}"
         self._write(trainer)
 
     def _collect(self, trainer: L.Trainer) -> None:
+        module = trainer.lightning_module
+        # Known from the module's own on_fit_start on, which runs after the callbacks' one.
+        if isinstance(module, ImbalanceAware) and int(module.class_counts.sum()) > 0:
+            self.values[Key.TRAIN_CLASS_COUNTS] = [int(c) for c in module.class_counts.tolist()]
         for key, value in trainer.callback_metrics.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
@@ -97,16 +99,3 @@ class MetricsJsonWriter(Callback):
         # Merge onto the file: under ddp_spawn the fit ran in a worker whose entries this
         # (main-process) copy of the callback never saw.
         write_record(self.path, {**self.read(), **self.values} if merge else self.values)
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """The JSON object at ``path``, or ``{}`` when there is no file yet."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Replace ``path`` with ``record`` atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(scratch, path)

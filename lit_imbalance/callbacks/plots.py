@@ -13,15 +13,16 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from lit_imbalance._checks import check_choice
+from lit_imbalance.interface import ImbalanceAware
 
 
 class ImbalancePlots(Callback):
     """Save per-class recall over class frequency and the confusion matrix as PNGs (rank 0).
 
     After testing (and, for ``"val"`` in ``stages``, at the end of fit, from the
-    last validation epoch) it reads the module's synced confusion matrix
-    (``pl_module.last_confusion[stage]``, kept by :class:`~lit_imbalance.ImbalanceMixin`)
-    and its training ``class_counts``, and writes:
+    last validation epoch) it reads the module's
+    :meth:`~lit_imbalance.interface.ImbalanceAware.evaluation_summary` (the synced
+    confusion matrix, class names and training counts), and writes:
 
     - ``<dirpath>/<stage>_recall_by_frequency.png``: recall per class, classes
       sorted by training count, coloured by many/medium/few shot;
@@ -56,16 +57,14 @@ class ImbalancePlots(Callback):
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, Path]:
         """Write (and log) the pictures of ``stage``; returns ``{name: png path}`` (empty off rank 0)."""
-        confusion: Tensor | None = getattr(pl_module, "last_confusion", {}).get(stage)
-        if not trainer.is_global_zero or confusion is None:
+        summary = pl_module.evaluation_summary(stage) if isinstance(pl_module, ImbalanceAware) else None
+        if not trainer.is_global_zero or summary is None:
             return {}
         from lit_imbalance import plots  # matplotlib is imported only by the rank that draws
 
-        metrics = pl_module.imbalance_metrics[stage]  # type: ignore[index]
-        names = list(metrics.class_names)
-        thresholds = {"many_threshold": metrics.many_threshold, "few_threshold": metrics.few_threshold}
+        confusion, names, counts = summary.confusion, summary.class_names, summary.class_counts
+        thresholds = {"many_threshold": summary.many_threshold, "few_threshold": summary.few_threshold}
         recall, support = plots.class_recall_and_support(confusion)
-        counts = pl_module.class_counts.detach().cpu()
         figures = {"recall_by_frequency": plots.recall_by_frequency(recall, counts, names, **thresholds)}
         if confusion.ndim == 2:
             figures["confusion_matrix"] = plots.confusion_matrix(confusion, names)

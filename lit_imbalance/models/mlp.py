@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_in_unit_interval, check_positive_int
-from lit_imbalance.mixin import ImbalanceMixin, Task
+from lit_imbalance.mixin import ImbalanceMixin
+from lit_imbalance.tasks import Task
 from lit_imbalance.schedule import LossWarmup
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]

@@ -1,0 +1,56 @@
+"""A failing job must not end a sweep: the task wrapper that turns its error into a failed record."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from lit_imbalance.record import RECORD_FILE, Key, Status, read_record, write_record
+from lit_imbalance.runtime import in_multirun
+
+log = logging.getLogger(__name__)
+
+#: What a failed job returns to the sweeper: Optuna records a NaN objective as a failed trial.
+FAILED = float("nan")
+
+
+def keep_sweeping(task: Callable[[DictConfig], float | None]) -> Callable[[DictConfig], float | None]:
+    """Wrap a Hydra task so that, in a multirun, a failing job does not end the sweep.
+
+    Hydra's sweepers stop at the first failed job (the basic sweeper after its
+    batch, without calling ``on_multirun_end``; Optuna's by default too). In a
+    multirun the wrapped task logs the traceback to the job's log, records
+    ``status: failed`` and the error in the job's ``metrics.json`` (the writer
+    callback already does so for errors inside ``fit``; this covers errors
+    before it, e.g. a bad override value) and returns :data:`FAILED`. A single
+    run still raises.
+    """
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> float | None:
+        if not in_multirun():
+            return task(cfg)
+        try:
+            return task(cfg)
+        except Exception as error:
+            job = HydraConfig.get().job
+            log.exception("Job #%s (%s) failed; the sweep goes on and lists it as failed.",
+                          job.num, job.override_dirname)
+            record_failure(Path(HydraConfig.get().runtime.output_dir) / RECORD_FILE, error)
+            return FAILED
+
+    return run
+
+
+def record_failure(path: Path, error: BaseException) -> None:
+    """Mark the run at ``path`` (a ``metrics.json``) as failed, keeping what it had measured."""
+    values = read_record(path)
+    if values.get(Key.STATUS) != Status.FAILED:
+        values[Key.STATUS] = Status.FAILED
+        values[Key.ERROR] = f"{type(error).__name__}: {error}"
+    write_record(path, values)

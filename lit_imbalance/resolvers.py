@@ -1,0 +1,34 @@
+"""The OmegaConf resolvers of the app's configs, registered explicitly by the app.
+
+``conf/logger/wandb.yaml`` groups a sweep's wandb runs with ``${sweep_group:}``
+and names each after its overrides with ``${sweep_job_name:}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from lit_imbalance.runtime import in_multirun
+
+
+def sweep_group() -> str | None:
+    """The sweep directory's name in a multirun (groups the sweep's wandb runs), else ``None``."""
+    return Path(HydraConfig.get().sweep.dir).name if in_multirun() else None
+
+
+def sweep_job_name() -> str | None:
+    """The job's overrides (``loss.alpha=0.25,loss.gamma=2``) in a multirun, else ``None``."""
+    return (HydraConfig.get().job.override_dirname or None) if in_multirun() else None
+
+
+RESOLVERS = {"sweep_group": sweep_group, "sweep_job_name": sweep_job_name}
+
+
+def register_resolvers() -> None:
+    """Register the resolvers of :data:`RESOLVERS` (idempotent: a second call changes nothing)."""
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
