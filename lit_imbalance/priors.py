@@ -14,12 +14,13 @@ post-hoc adjustment, so both use the same vector.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+
 
 import torch
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, fail
+from lit_imbalance.tasks import Task
 from lit_imbalance.weights import as_class_counts
 
 
@@ -114,14 +115,13 @@ def posthoc_logit_adjustment(logits: Tensor, class_counts: Sequence[float] | Ten
     return adjust_logits(logits, log_prior(class_counts), -tau)
 
 
-PriorTask = Literal["multiclass", "binary", "multilabel"]
 
 
 def prior_logits(
     class_counts: Sequence[float] | Tensor | None = None,
     *,
     prior: Sequence[float] | Tensor | float | None = None,
-    task: PriorTask = "multiclass",
+    task: Task = "multiclass",
     num_samples: int | None = None,
 ) -> Tensor:
     r"""The logits that predict the class prior: ``log pi_c`` (multiclass), ``logit(pi)`` (sigmoid).
@@ -179,7 +179,7 @@ def prior_logits(
     return torch.logit(positives / (positives + negatives)).float()
 
 
-def _logits_of_prior(prior: Sequence[float] | Tensor | float, task: PriorTask) -> Tensor:
+def _logits_of_prior(prior: Sequence[float] | Tensor | float, task: Task) -> Tensor:
     values = torch.as_tensor(prior, dtype=torch.float64).reshape(-1)
     if values.numel() == 0 or not ((values > 0) & (values < 1)).all():
         fail("prior", "probabilities strictly between 0 and 1", values.tolist())
