@@ -5,6 +5,10 @@ from omegaconf import DictConfig
 
 from lit_imbalance.app import train
 from lit_imbalance.job_failures import keep_sweeping
+from lit_imbalance.resolvers import register_resolvers
+
+# Before Hydra composes the config: its run and sweep directories use ${run_id:}.
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

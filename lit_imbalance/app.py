@@ -9,12 +9,14 @@ and runs it; the run's numbers land in its record (:mod:`lit_imbalance.record`).
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
@@ -38,14 +40,17 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Instantiate the datamodule, the model (with its loss) and the trainer from ``cfg``."""
-    sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-    datamodule = instantiate(cfg.data, sampler=sampler)
+    # _convert_="all": plain lists and dicts, not OmegaConf containers, reach the objects, so
+    # what they save (hyper-parameters in checkpoints) loads with torch.load(weights_only=True).
+    sampler = instantiate(cfg.sampler, _convert_="all") if cfg.get("sampler") else None
+    datamodule = instantiate(cfg.data, sampler=sampler, _convert_="all")
     model = instantiate(
         cfg.model,
+        _convert_="all",
         input_dim=datamodule.num_features,
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
-        loss=instantiate(cfg.loss),
+        loss=instantiate(cfg.loss, _convert_="all"),
     )
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
@@ -69,18 +74,22 @@ def train(cfg: DictConfig) -> float | None:
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
+    writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
     try:
         # In a multirun, DDP children must re-run this job, not the whole sweep.
         with ddp_job_scope(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
             recorded = writer.read() if writer is not None else {}
             objective = optimized_value(trainer, cfg.get("optimized_metric"), recorded)
             if writer is not None and objective is not None:
                 writer.add(trainer, **{Key.OBJECTIVE: objective, Key.OPTIMIZED_METRIC: cfg.optimized_metric})
             if cfg.get("run_test", True):
                 best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    except SIGTERMException as stop:
+        # Lightning ends its loops with SystemExit(None), which exits 0; a preempted run has not
+        # succeeded. The record already says `interrupted`, and last.ckpt resumes it (ckpt_path=last).
+        raise SystemExit(128 + signal.SIGTERM) from stop
     finally:
         # One process runs many jobs in a multirun: close this job's wandb run.
         for logger in trainer.loggers:
@@ -88,6 +97,9 @@ def train(cfg: DictConfig) -> float | None:
                 import wandb
 
                 wandb.finish()
+    if writer is not None and trainer.is_global_zero:
+        log.info("Record of the run: %s (test/balanced_acc %s)", writer.path.resolve(),
+                 writer.read().get("test/balanced_acc"))
     return objective
 
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance.record import RECORD_FILE, Key, Status, read_record, write_record
 from lit_imbalance.runtime import in_multirun
@@ -29,6 +30,10 @@ def keep_sweeping(task: Callable[[DictConfig], float | None]) -> Callable[[DictC
     callback already does so for errors inside ``fit``; this covers errors
     before it, e.g. a bad override value) and returns :data:`FAILED`. A single
     run still raises.
+
+    A job stopped by Ctrl-C or SIGTERM stops the sweep (that is what the user
+    or the scheduler asked for), but first the sweep's summary is written for
+    the jobs that ran, so their results are not lost.
     """
 
     @functools.wraps(task)
@@ -43,8 +48,25 @@ def keep_sweeping(task: Callable[[DictConfig], float | None]) -> Callable[[DictC
                           job.num, job.override_dirname)
             record_failure(Path(HydraConfig.get().runtime.output_dir) / RECORD_FILE, error)
             return FAILED
+        except (KeyboardInterrupt, SystemExit):
+            summarise_interrupted_sweep(cfg)
+            raise
 
     return run
+
+
+def summarise_interrupted_sweep(cfg: DictConfig) -> None:
+    """Write the summary the sweep would have written at its end, from the jobs under its directory."""
+    hydra = HydraConfig.get()
+    summary_config = OmegaConf.select(hydra, "callbacks.sweep_summary", default=None)
+    if summary_config is None:
+        return
+    from lit_imbalance.sweep import SweepSummary  # the summary's plotting stack only when needed
+
+    summary = instantiate(summary_config)
+    if isinstance(summary, SweepSummary):
+        log.warning("Sweep interrupted in job #%s: writing the summary of the jobs so far.", hydra.job.num)
+        summary.summarise(Path(hydra.sweep.dir), cfg)
 
 
 def record_failure(path: Path, error: BaseException) -> None:

@@ -1,11 +1,13 @@
 """The OmegaConf resolvers of the app's configs, registered explicitly by the app.
 
 ``conf/logger/wandb.yaml`` groups a sweep's wandb runs with ``${sweep_group:}``
-and names each after its overrides with ``${sweep_job_name:}``.
+and names each after its overrides with ``${sweep_job_name:}``;
+``conf/train.yaml`` makes run and sweep directories unique with ``${run_id:}``.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -24,7 +26,16 @@ def sweep_job_name() -> str | None:
     return (HydraConfig.get().job.override_dirname or None) if in_multirun() else None
 
 
-RESOLVERS = {"sweep_group": sweep_group, "sweep_job_name": sweep_job_name}
+#: Drawn once per process: two runs started in the same second still get their own directories.
+_RUN_ID = uuid.uuid4().hex[:6]
+
+
+def run_id() -> str:
+    """Six hex digits, the same for every call in this process, different between processes."""
+    return _RUN_ID
+
+
+RESOLVERS = {"sweep_group": sweep_group, "sweep_job_name": sweep_job_name, "run_id": run_id}
 
 
 def register_resolvers() -> None:

@@ -231,11 +231,23 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_launching_process():
             return
-        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = self.summarise(Path(config.hydra.sweep.dir), config)
+        failed = [row["job"] for row in rows if row["status"] != Status.FINISHED]
+        if failed:
+            # The summary is written; the exit code still says that not every job succeeded.
+            log.error("Sweep jobs %s did not finish (see sweep_summary.md); exiting with status 1.", failed)
+            raise SystemExit(1)
+
+    def summarise(self, sweep_dir: Path, config: DictConfig) -> list[dict[str, Any]]:
+        """Write the summary of the jobs under ``sweep_dir`` (also of an interrupted sweep); returns its rows.
+
+        ``config`` is the sweep's or a job's config: its ``optimized_metric``
+        names the objective, its ``logger.wandb`` (if any) receives the table.
+        """
         jobs = collect_jobs(sweep_dir)
         if not jobs:
             log.warning("No job directories under %s: nothing to summarise.", sweep_dir)
-            return
+            return []
         objective_name = OmegaConf.select(config, "optimized_metric", default=None) or "objective"
         rows = summary_rows(jobs, self.mode)
         parameters = swept_parameters(jobs)
@@ -246,6 +258,7 @@ class SweepSummary(Callback):
         log.info("Sweep summary of %d jobs (%d failed): %s", len(rows), failed, sweep_dir / "sweep_summary.md")
         if self.wandb and OmegaConf.select(config, "logger.wandb", default=None) is not None:
             self.log_to_wandb(config, rows, picture, sweep_dir)
+        return rows
 
     def markdown(self, rows: Sequence[dict[str, Any]], parameters: Sequence[str], objective_name: str,
                  sweep_dir: Path, picture: Path | None) -> str:

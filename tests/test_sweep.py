@@ -108,8 +108,10 @@ def test_failed_job_is_a_row_and_wandb_runs_are_grouped_by_sweep(tmp_path: Path)
     sweep_dir = tmp_path / "sweep"
     # dropout=1.5 composes but fails when the model is built: a bad value in one job.
     result = run_multirun("model.dropout=0.1,1.5", "trainer.max_epochs=1", sweep_dir=sweep_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The sweep went on past the failed job, wrote its summary, and its exit code says a job failed.
+    assert result.returncode == 1, result.stderr[-3000:]
     assert "failed; the sweep goes on" in result.stdout + result.stderr
+    assert "did not finish" in result.stdout + result.stderr
 
     rows = {row["job"]: row for row in read_summary(sweep_dir)}
     assert rows[0]["status"] == "finished" and rows[0]["rank"] == 1

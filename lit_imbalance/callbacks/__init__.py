@@ -3,5 +3,6 @@
 from lit_imbalance.callbacks.hard_negative_mining import HardNegativeMining
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
 from lit_imbalance.callbacks.plots import ImbalancePlots
+from lit_imbalance.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["HardNegativeMining", "ImbalancePlots", "MetricsJsonWriter"]
+__all__ = ["HardNegativeMining", "ImbalancePlots", "MetricsJsonWriter", "RNGStateCheckpoint"]

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_imbalance.interface import ImbalanceAware
 from lit_imbalance.record import Key, Status, read_record, write_record
@@ -76,7 +77,9 @@ class MetricsJsonWriter(Callback):
         self._collect(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.values[Key.STATUS] = Status.FAILED
+        # Ctrl-C and SIGTERM (preemption) stop a healthy run: interrupted, not failed.
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        self.values[Key.STATUS] = Status.INTERRUPTED if stopped else Status.FAILED
         self.values[Key.ERROR] = f"{type(exception).__name__}: {exception}"
         self._write(trainer)
 
