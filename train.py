@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lit_imbalance.app import train
+from lit_imbalance.errors import report_user_errors
 from lit_imbalance.job_failures import keep_sweeping
 from lit_imbalance.resolvers import register_resolvers
 
@@ -12,6 +13,7 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors  # a bad value: one line naming the key and the value, exit status 2
 @keep_sweeping  # in a multirun, a failed job becomes a failed row instead of ending the sweep
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)

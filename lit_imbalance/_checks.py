@@ -12,8 +12,33 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
+class InvalidArgument(Exception):
+    """Marks an error in what the user passed (a config value, an argument, a file), not a bug.
+
+    :func:`fail` raises subclasses that are also the matching built-in
+    (``ValueError``, ``TypeError``, ``FileNotFoundError``), so callers catch
+    them as usual; the app reports them in one line instead of a traceback
+    (:func:`lit_imbalance.errors.report_user_errors`).
+    """
+
+
+_INVALID: dict[type[Exception], type[Exception]] = {}
+
+
+def invalid(exc: type[Exception]) -> type[Exception]:
+    """The :class:`InvalidArgument` subclass of ``exc`` (one per built-in, made once).
+
+    Example:
+        >>> issubclass(invalid(ValueError), ValueError), issubclass(invalid(ValueError), InvalidArgument)
+        (True, True)
+    """
+    if exc not in _INVALID:
+        _INVALID[exc] = type(exc.__name__, (InvalidArgument, exc), {"__module__": exc.__module__})
+    return _INVALID[exc]
+
+
 def fail(name: str, expected: str, value: Any, exc: type[Exception] = ValueError) -> None:
-    """Raise ``exc`` in the project's single error format.
+    """Raise ``exc`` (marked as :class:`InvalidArgument`) in the project's single error format.
 
     Example:
         >>> fail("gamma", "a non-negative float", -1)
@@ -21,7 +46,7 @@ def fail(name: str, expected: str, value: Any, exc: type[Exception] = ValueError
         ...
         ValueError: Expected argument `gamma` to be a non-negative float, but got -1.
     """
-    raise exc(f"Expected argument `{name}` to be {expected}, but got {value!r}.")
+    raise invalid(exc)(f"Expected argument `{name}` to be {expected}, but got {value!r}.")
 
 
 def check_non_negative(name: str, value: float) -> float:

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lit_imbalance._checks import fail
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
 from lit_imbalance.ddp_multirun import ddp_job_scope
 from lit_imbalance.record import Key
@@ -38,8 +39,28 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
+#: Trainer settings Lightning expects as integers (None or -1 where it allows them), checked up front:
+#: Lightning reports `max_epochs=abc` with a bare AssertionError, after the data is built.
+TRAINER_INTEGERS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "num_nodes", "check_val_every_n_epoch",
+                    "log_every_n_steps", "accumulate_grad_batches", "num_sanity_val_steps")
+TRAINER_BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def check_trainer_config(trainer: DictConfig) -> None:
+    """Fail in one line, naming ``trainer.<key>`` and the value, on a mistyped trainer setting."""
+    for key in TRAINER_INTEGERS:
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            fail(f"trainer.{key}", "an integer (or null)", value)
+    for key in TRAINER_BATCH_LIMITS:
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            fail(f"trainer.{key}", "a number of batches (int) or a fraction of them (float in [0, 1])", value)
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Instantiate the datamodule, the model (with its loss) and the trainer from ``cfg``."""
+    check_trainer_config(cfg.trainer)
     # _convert_="all": plain lists and dicts, not OmegaConf containers, reach the objects, so
     # what they save (hyper-parameters in checkpoints) loads with torch.load(weights_only=True).
     sampler = instantiate(cfg.sampler, _convert_="all") if cfg.get("sampler") else None

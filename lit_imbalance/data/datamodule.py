@@ -52,8 +52,11 @@ def make_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int | None 
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         fail(f"x_{name}", f"a 2-D feature array with {y.shape[0]} rows (one per label)", f"shape {x.shape}")
     if not np.issubdtype(y.dtype, np.integer):
+        # Strings, objects, booleans: not class indices (map names to 0..C-1 first).
         if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
-            fail(f"y_{name}", "integer class labels", f"dtype {y.dtype}")
+            fail(f"y_{name}", "integer class labels (map label names to 0..C-1 first)", f"dtype {y.dtype}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        fail(f"x_{name}", "real-valued numeric features", f"dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         fail(f"x_{name}", "finite features", "an array with NaN or inf")
     y = y.astype(np.int64)

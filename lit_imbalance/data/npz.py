@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lit_imbalance._checks import check_in_unit_interval, fail
+from lit_imbalance._checks import check_in_unit_interval, check_positive_int, fail
 from lit_imbalance.data.datamodule import ArrayDataModule, make_split, stratified_holdout
 
 REQUIRED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -41,14 +42,13 @@ class NpzDataModule(ArrayDataModule):
     ) -> None:
         super().__init__(**loader_kwargs)
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
-        file = Path(str(path)).expanduser()
-        if not file.is_file():
-            fail("path", "an existing .npz file", str(path), exc=FileNotFoundError)
-        with np.load(file) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes)
+        arrays = read_npz(path)
         missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
         if missing:
             fail("path", f"an .npz file with arrays {', '.join(REQUIRED_ARRAYS)} (missing: {', '.join(missing)})", str(path))
+        check_arrays(arrays)
         if num_classes is None:
             num_classes = 1 + max(int(np.max(arrays[k])) for k in arrays if k.startswith("y_") and arrays[k].size)
         self.num_classes = num_classes
@@ -61,3 +61,52 @@ class NpzDataModule(ArrayDataModule):
             kept, held = stratified_holdout(y, val_fraction, split_seed)
             pick = {"train": (x[kept], y[kept]), "val": (x[held], y[held]), "test": (arrays["x_test"], arrays["y_test"])}
         self.splits = {name: make_split(name, x, y, num_classes) for name, (x, y) in pick.items()}
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive at ``path``, or one clear error naming ``path``.
+
+    Object arrays are refused (``allow_pickle=False``): an ``.npz`` never runs code when read.
+    """
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        fail("path", "an existing .npz file", str(path), exc=FileNotFoundError)
+    if file.stat().st_size == 0:
+        fail("path", "a non-empty .npz file", f"{path} (0 bytes)")
+    with open(file, "rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY":
+        fail("path", "an .npz archive of named arrays (np.savez), not a single .npy array", str(path))
+    if not zipfile.is_zipfile(file):
+        fail("path", "an .npz archive (written by np.savez or np.savez_compressed)", str(path))
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as error:  # object arrays, e.g. labels stored as Python strings
+        fail("path", f"an .npz file of numeric arrays ({error})", str(path))
+    except (zipfile.BadZipFile, OSError, EOFError, AttributeError):
+        fail("path", "an .npz archive (written by np.savez or np.savez_compressed)", str(path))
+    raise AssertionError("fail() raises")
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """Every split has as many labels as feature rows, and as many features as the training split.
+
+    Checked before anything is split or trained: a misaligned file would
+    otherwise lose a class silently, and a feature-count mismatch surface only
+    at test time.
+    """
+    train_features = np.asarray(arrays["x_train"]).shape[1:] if np.asarray(arrays["x_train"]).ndim >= 2 else None
+    for split in ("train", "val", "test"):
+        if f"x_{split}" not in arrays or f"y_{split}" not in arrays:
+            continue
+        x, y = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
+        if x.ndim != 2:
+            fail(f"x_{split}", "a 2-D (samples, features) array", f"shape {x.shape}")
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            fail(f"y_{split}", f"a 1-D label array with one label per row of x_{split} ({x.shape[0]})",
+                 f"shape {y.shape}")
+        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+            fail(f"y_{split}", "integer class labels (map label names to 0..C-1 first)", f"dtype {y.dtype}")
+        if x.shape[1:] != train_features:
+            fail(f"x_{split}", f"{train_features[0]} features per row, as x_train has", x.shape[1])
