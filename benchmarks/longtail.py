@@ -44,7 +44,7 @@ COLUMNS = ["method", "imbalance_ratio", "seeds", "test_balanced_acc", "test_bala
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
+    parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS, metavar="METHOD",
                         help=f"presets from conf/method/ (default: all of {', '.join(METHODS)})")
     parser.add_argument("--ratios", nargs="+", type=float, default=[10, 50, 100], help="data.imbalance_ratio values")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: 0 1 2; --quick: 0)")
