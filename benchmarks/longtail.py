@@ -8,7 +8,7 @@ does the runs; this script only launches it and aggregates the per-job
     python benchmarks/longtail.py --npz my.npz             # your data instead of digits
     python benchmarks/longtail.py --methods ce focal --seeds 0 --epochs 1 --ratios 10   # a smoke run
     python benchmarks/longtail.py --suite                  # every preset and recipe on the real-data suite
-    python benchmarks/longtail.py --suite --quick          # 3 variants, 1 seed, every dataset (< 10 min)
+    python benchmarks/longtail.py --suite --quick          # 2 variants, 1 seed, every dataset (< 10 min)
 
 Balanced accuracy and shot-group recalls are read from the test split; the
 validation balanced accuracy is reported beside them because the recommended
@@ -36,8 +36,8 @@ from lit_imbalance.sweep import collect_jobs
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-# --suite --quick: the baseline, the reference's loss and the recipe, one seed.
-QUICK_METHODS, QUICK_EXPERIMENTS, QUICK_SEEDS = ["ce", "logit_adjusted"], ["longtail_recipe"], [0]
+# --suite --quick: the reference's loss and the recipe, one seed (3 variants took 11.5 min on a loaded machine).
+QUICK_METHODS, QUICK_EXPERIMENTS, QUICK_SEEDS = ["logit_adjusted"], ["longtail_recipe"], [0]
 COLUMNS = ["method", "imbalance_ratio", "seeds", "test_balanced_acc", "test_balanced_acc_std",
            "val_balanced_acc", "many_recall", "medium_recall", "few_recall", "train_time_s"]
 
@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help=f"recipes from conf/experiment/ (default: all of {', '.join(EXPERIMENTS)})")
     suite.add_argument("--references", nargs="+", default=None, metavar="REFERENCE",
                        help="reference rows (default: plain_ce plain_la logreg_balanced)")
+    suite.add_argument("--collect", type=Path, default=None, metavar="SWEEP_DIR",
+                       help="re-aggregate an earlier --suite sweep directory instead of running one")
+    suite.add_argument("--rename", nargs="+", default=[], metavar="OLD=NEW",
+                       help="with --collect: rows of a config since renamed (e.g. longtail_recipe=longtail_la)")
     suite.add_argument("--jobs", type=int, default=2, help="datasets trained at once (one process each)")
     suite.add_argument("--results", type=Path, default=None,
                        help="where suite.csv/.md go (default: benchmarks/results; the sweep dir with --quick)")
@@ -229,12 +233,20 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
     run = harness.SuiteRun(datasets=args.datasets or list(BY_NAME), methods=args.methods, experiments=experiments,
                            seeds=args.seeds, references=args.references or list(harness.REFERENCES),
                            epochs=args.epochs, overrides=args.overrides, jobs=args.jobs)
-    sweep_dir = (args.out / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    print(f"suite: {len(run.datasets)} datasets x {len(run.methods) + len(experiments)} variants x "
-          f"{len(run.seeds)} seeds, logs in {sweep_dir}", flush=True)
-    rows, codes = harness.launch(run, sweep_dir)
+    if args.collect is not None:
+        sweep_dir, codes = args.collect.resolve(), []
+        renames = dict(pair.split("=", 1) for pair in args.rename)
+        rows = [{**row, "method": renames.get(row["method"], row["method"])}
+                for name in run.datasets for row in harness.job_rows(name, sweep_dir / name)]
+    else:
+        sweep_dir = (args.out / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        print(f"suite: {len(run.datasets)} datasets x {len(run.methods) + len(experiments)} variants x "
+              f"{len(run.seeds)} seeds, logs in {sweep_dir}", flush=True)
+        rows, codes = harness.launch(run, sweep_dir)
+    rows += harness.auto_rows(rows)
+    launched = time.perf_counter() - started
     rows += harness.references(run)
     elapsed = time.perf_counter() - started
     if not any(r["kind"] != "reference" for r in rows):
@@ -243,6 +255,11 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
     table = harness.aggregate(rows)
     command = "python benchmarks/longtail.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = harness.markdown(table, run.datasets, elapsed, command.strip())
+    picks = [f"{r['dataset']}/{r['seed']}: {r['picked']}" for r in rows if r.get("picked")]
+    if picks:
+        text += "\n`auto` (prototype of experiment=auto) picked, by last-epoch validation balanced accuracy: " + "; ".join(picks) + ".\n"
+    if args.collect is not None:
+        text += f"\nRe-aggregated from {sweep_dir}; library runs {launched:.0f} s to collect here, references included above.\n"
     results = args.results or (sweep_dir if args.quick else ROOT / "benchmarks" / "results")
     harness.write(table, Path(results), text)
     print(text)
