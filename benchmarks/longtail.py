@@ -7,6 +7,8 @@ does the runs; this script only launches it and aggregates the per-job
     python benchmarks/longtail.py                          # the default matrix (~15 min on 2 cores)
     python benchmarks/longtail.py --npz my.npz             # your data instead of digits
     python benchmarks/longtail.py --methods ce focal --seeds 0 --epochs 1 --ratios 10   # a smoke run
+    python benchmarks/longtail.py --suite                  # every preset and recipe on the real-data suite
+    python benchmarks/longtail.py --suite --quick          # 2 variants, 1 seed, every dataset (< 10 min)
 
 Balanced accuracy and shot-group recalls are read from the test split; the
 validation balanced accuracy is reported beside them because the recommended
@@ -26,25 +28,58 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+# `python benchmarks/longtail.py` puts benchmarks/ first on sys.path; the suite is `benchmarks.suite`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from lit_imbalance.sweep import collect_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# --suite --quick: the reference's loss and the recipe, one seed (3 variants took 11.5 min on a loaded machine).
+QUICK_METHODS, QUICK_EXPERIMENTS, QUICK_SEEDS = ["logit_adjusted"], ["longtail_recipe"], [0]
 COLUMNS = ["method", "imbalance_ratio", "seeds", "test_balanced_acc", "test_balanced_acc_std",
            "val_balanced_acc", "many_recall", "medium_recall", "few_recall", "train_time_s"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
+    parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS, metavar="METHOD",
                         help=f"presets from conf/method/ (default: all of {', '.join(METHODS)})")
     parser.add_argument("--ratios", nargs="+", type=float, default=[10, 50, 100], help="data.imbalance_ratio values")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="(default: 0 1 2; --quick: 0)")
     parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the config's)")
     parser.add_argument("--npz", type=Path, default=None, help="benchmark on this data=npz file instead of digits")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "longtail")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="sweep directories (default: outputs/benchmarks/longtail, or .../suite with --suite)")
+    suite = parser.add_argument_group("the real-data suite (benchmarks/suite/)")
+    suite.add_argument("--suite", action="store_true", help="run on the suite's datasets instead of digits")
+    suite.add_argument("--quick", action="store_true",
+                       help=f"with --suite: methods {' '.join(QUICK_METHODS)}, recipe {' '.join(QUICK_EXPERIMENTS)}, seed 0")
+    suite.add_argument("--datasets", nargs="+", default=None, metavar="DATASET", help="suite datasets (default: all)")
+    suite.add_argument("--experiments", nargs="*", default=None, metavar="EXPERIMENT",
+                       help=f"recipes from conf/experiment/ (default: all of {', '.join(EXPERIMENTS)})")
+    suite.add_argument("--references", nargs="+", default=None, metavar="REFERENCE",
+                       help="reference rows (default: plain_ce plain_la logreg_balanced)")
+    suite.add_argument("--collect", type=Path, default=None, metavar="SWEEP_DIR",
+                       help="re-aggregate an earlier --suite sweep directory instead of running one")
+    suite.add_argument("--rename", nargs="+", default=[], metavar="OLD=NEW",
+                       help="with --collect: rows of a config since renamed (e.g. longtail_recipe=longtail_la)")
+    suite.add_argument("--jobs", type=int, default=2, help="datasets trained at once (one process each)")
+    suite.add_argument("--results", type=Path, default=None,
+                       help="where suite.csv/.md go (default: benchmarks/results; the sweep dir with --quick)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick and not args.suite:
+        parser.error("--quick applies to --suite")
+    method_given = any(a == "--methods" for a in (argv if argv is not None else sys.argv[1:]))
+    if args.suite and args.quick and not method_given:
+        args.methods = QUICK_METHODS
+    if args.seeds is None:
+        args.seeds = QUICK_SEEDS if args.quick else [0, 1, 2]
+    if args.out is None:
+        args.out = ROOT / "outputs" / "benchmarks" / ("suite" if args.suite else "longtail")
+    return args
 
 
 def sweep_command(args: argparse.Namespace, sweep_dir: Path) -> list[str]:
@@ -185,8 +220,58 @@ def plot(table: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--suite``: every variant on every suite dataset, then the references; write suite.{csv,md}."""
+    from benchmarks.suite import harness
+    from benchmarks.suite.datasets import BY_NAME
+
+    experiments = args.experiments if args.experiments is not None else (
+        QUICK_EXPERIMENTS if args.quick else EXPERIMENTS)
+    unknown = [d for d in args.datasets or [] if d not in BY_NAME]
+    if unknown:
+        raise ValueError(f"Expected argument `--datasets` to name suite datasets ({', '.join(BY_NAME)}), but got {unknown[0]}.")
+    run = harness.SuiteRun(datasets=args.datasets or list(BY_NAME), methods=args.methods, experiments=experiments,
+                           seeds=args.seeds, references=args.references or list(harness.REFERENCES),
+                           epochs=args.epochs, overrides=args.overrides, jobs=args.jobs)
+    started = time.perf_counter()
+    if args.collect is not None:
+        sweep_dir, codes = args.collect.resolve(), []
+        renames = dict(pair.split("=", 1) for pair in args.rename)
+        rows = [{**row, "method": renames.get(row["method"], row["method"])}
+                for name in run.datasets for row in harness.job_rows(name, sweep_dir / name)]
+    else:
+        sweep_dir = (args.out / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        print(f"suite: {len(run.datasets)} datasets x {len(run.methods) + len(experiments)} variants x "
+              f"{len(run.seeds)} seeds, logs in {sweep_dir}", flush=True)
+        rows, codes = harness.launch(run, sweep_dir)
+    rows += harness.auto_rows(rows)
+    launched = time.perf_counter() - started
+    rows += harness.references(run)
+    elapsed = time.perf_counter() - started
+    if not any(r["kind"] != "reference" for r in rows):
+        print(f"no job finished (train.py exit codes {codes})", file=sys.stderr)
+        return 1
+    table = harness.aggregate(rows)
+    command = "python benchmarks/longtail.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = harness.markdown(table, run.datasets, elapsed, command.strip())
+    picks = [f"{r['dataset']}/{r['seed']}: {r['picked']}" for r in rows if r.get("picked")]
+    if picks:
+        text += "\n`auto` (prototype of experiment=auto) picked, by last-epoch validation balanced accuracy: " + "; ".join(picks) + ".\n"
+    if args.collect is not None:
+        text += f"\nRe-aggregated from {sweep_dir}; library runs {launched:.0f} s to collect here, references included above.\n"
+    results = args.results or (sweep_dir if args.quick else ROOT / "benchmarks" / "results")
+    harness.write(table, Path(results), text)
+    print(text)
+    print(f"suite run time: {elapsed:.0f} s ({elapsed / 60:.1f} min) for {len(rows)} runs; "
+          f"suite.csv/.md in {results}", flush=True)
+    return max(codes, default=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.suite:
+        return run_suite(args, argv)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     sweep_dir = (args.out / stamp).resolve()
     command = sweep_command(args, sweep_dir)

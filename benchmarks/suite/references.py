@@ -1,0 +1,84 @@
+"""Reference rows: what a user writes in thirty lines, without this library.
+
+* ``plain_ce`` / ``plain_la``: a plain-PyTorch loop, an MLP with one hidden layer of 256,
+  Adam (lr 1e-3), 60 epochs of batch 64 over *all* the training data (no validation
+  split), the last epoch; cross-entropy, or logit-adjusted cross-entropy (Menon et al.
+  2021, tau = 1): ``F.cross_entropy(logits + log_prior, y)`` in training, raw logits at test.
+* ``logreg_balanced``: scikit-learn ``LogisticRegression(class_weight="balanced")``.
+
+Each returns the test balanced accuracy (scikit-learn's ``balanced_accuracy_score``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+Arrays = dict[str, np.ndarray]
+
+
+def log_prior(y_train: np.ndarray, num_classes: int) -> torch.Tensor:
+    """``log(n_c / N)`` per class: the logit-adjustment shift at tau = 1."""
+    counts = torch.as_tensor(np.bincount(y_train, minlength=num_classes), dtype=torch.float32)
+    return torch.log(counts / counts.sum())
+
+
+def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, epochs: int = 60, batch_size: int = 64,
+              tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0) -> float:
+    """Train the plain-PyTorch MLP on all of ``x_train`` and score its last epoch on the test split.
+
+    The references use the defaults; ``tau`` (the LA shift's scale), ``weight_decay``
+    (AdamW's) and ``min_steps`` (more epochs until that many steps) are the knobs that
+    :mod:`benchmarks.suite.search` varies on a validation hold-out.
+    """
+    torch.manual_seed(seed)
+    num_classes = int(data["y_train"].max()) + 1
+    x, y = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
+    model = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, num_classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    for _ in range(max(epochs, -(-min_steps // len(loader)))):
+        for inputs, targets in loader:
+            loss = F.cross_entropy(model(inputs) + shift, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        predictions = model(torch.as_tensor(data["x_test"])).argmax(dim=1).numpy()
+    return float(balanced_accuracy_score(data["y_test"], predictions))
+
+
+def plain_ce(data: Arrays, seed: int) -> float:
+    """The plain loop with cross-entropy."""
+    return plain_mlp(data, seed, logit_adjusted=False)
+
+
+def plain_la(data: Arrays, seed: int) -> float:
+    """The plain loop with logit-adjusted cross-entropy."""
+    return plain_mlp(data, seed, logit_adjusted=True)
+
+
+def logreg_balanced(data: Arrays, seed: int) -> float:
+    """Class-balanced logistic regression (deterministic: lbfgs ignores ``seed``)."""
+    model = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    model.fit(data["x_train"], data["y_train"])
+    return float(balanced_accuracy_score(data["y_test"], model.predict(data["x_test"])))
+
+
+REFERENCES = {"plain_ce": plain_ce, "plain_la": plain_la, "logreg_balanced": logreg_balanced}
+
+
+def reference_rows(name: str, data: Arrays, seeds: list[int], references: list[str] | None = None) -> list[dict]:
+    """One row per reference and seed on dataset ``name``: its test balanced accuracy."""
+    rows = []
+    for reference in references or list(REFERENCES):
+        for seed in seeds:
+            rows.append({"dataset": name, "method": reference, "seed": seed,
+                         "test_balanced_acc": REFERENCES[reference](data, seed), "val_balanced_acc": None})
+    return rows

