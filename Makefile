@@ -13,8 +13,8 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 else
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 endif
-# sweep: the Optuna sweeper, so CI runs the Optuna sweep test instead of skipping it.
-EXTRAS ?= dev,sweep
+# sweep: the Optuna sweeper; bench: the real-data suite's tables. CI runs their tests instead of skipping them.
+EXTRAS ?= dev,sweep,bench
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lit_imbalance-installed

@@ -44,7 +44,7 @@ def user_error_line(error: BaseException) -> str | None:
         found = re.search(r"full_key: (\S+)", str(cause))
         full_key = full_key or (found.group(1) if found else None)
         if isinstance(cause, InvalidArgument):
-            where = f" (config `{full_key}`)" if full_key else ""
+            where = f" (full_key: {full_key})" if full_key else ""
             return f"Error: {' '.join(str(cause).split())}{where}"
         cause = cause.__cause__ or cause.__context__
     return None

@@ -19,9 +19,11 @@ class ImbalanceAware(Protocol):
 
     Attributes:
         class_counts: training samples (multi-label: positives) per class of this fit.
+        class_names: the display name of every class.
     """
 
     class_counts: Tensor
+    class_names: list[str]
 
     def evaluation_summary(self, stage: str) -> EvaluationSummary | None:
         """The synced confusion matrix, class names and counts of ``stage``'s last epoch, if any."""

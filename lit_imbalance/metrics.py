@@ -108,6 +108,15 @@ class EvaluationSummary:
     many_threshold: int
     few_threshold: int
 
+    @property
+    def support(self) -> Tensor:
+        """Samples (multi-label: positives) of every class in the evaluated split."""
+        return self.confusion[:, 1, :].sum(-1) if self.confusion.ndim == 3 else self.confusion.sum(1)
+
+    def classes_without_support(self) -> list[str]:
+        """Names of the classes the evaluated split has no sample of (their recall is undefined)."""
+        return [name for name, count in zip(self.class_names, self.support.tolist()) if count == 0]
+
 
 class ImbalanceMetrics(Metric):
     """Accuracy, balanced accuracy, macro F1, per-class recall/support and shot-group recall.
@@ -124,7 +133,8 @@ class ImbalanceMetrics(Metric):
 
     * ``multiclass``: ``preds`` are logits ``(N, C)`` or class indices ``(N,)``.
       ``balanced_acc`` is the mean recall over the classes that occur (sklearn's
-      ``balanced_accuracy_score``).
+      ``balanced_accuracy_score``); a class without samples in the split has
+      ``recall/<class>`` NaN (``null`` in ``metrics.json``), not 0.
     * ``binary`` (``num_classes=2``): ``preds`` are logits ``(N,)`` or ``(N, 1)``
       (thresholded at probability 0.5) or hard 0/1 labels. Class ``0`` is the
       negative class, so ``recall/<0>`` is the specificity, ``recall/<1>`` the
@@ -250,6 +260,9 @@ class ImbalanceMetrics(Metric):
                 values["average_precision"] = multilabel_average_precision(
                     scores, labels, self.num_classes, ignore_index=IGNORE_INDEX
                 )
+        # A class with no samples in this split has no recall: NaN (null in metrics.json), never
+        # 0.0, so that balanced accuracy is the mean of the recalls that are logged as numbers.
+        recall = torch.where(support > 0, recall, torch.full_like(recall, float("nan")))
         for name, class_recall, class_support in zip(self.class_names, recall, support):
             values[f"recall/{name}"] = class_recall
             values[f"support/{name}"] = class_support

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_imbalance import _compat
@@ -185,6 +186,11 @@ class ImbalanceMixin:
         return self.imbalance_criterion.class_counts
 
     @property
+    def class_names(self) -> list[str]:
+        """The display name of every class, as in the per-class metric keys."""
+        return list(self.imbalance_metrics["val"].class_names)
+
+    @property
     def num_train_samples(self) -> Tensor:
         """Training samples of this fit (differs from ``class_counts.sum()`` for multi-label data)."""
         return self.imbalance_criterion.num_train_samples
@@ -263,6 +269,13 @@ class ImbalanceMixin:
                 None,
             )
         self.apply_class_counts(*found)
+        absent = [name for name, count in zip(self.class_names, self.class_counts.tolist()) if count == 0]
+        if absent:
+            rank_zero_warn(
+                f"{len(absent)} of {self.num_classes} classes have no training sample: {absent[:20]}"
+                f"{' ...' if len(absent) > 20 else ''}. The model cannot learn them; validation scores over "
+                "the other classes overstate it (metrics.json: classes_absent_from_train)."
+            )
         # Lightning restores a checkpoint's weights and buffers before on_fit_start, so a
         # resumed run has bias_prior_applied set and keeps its trained bias.
         if self.bias_prior and not bool(self.bias_prior_applied):

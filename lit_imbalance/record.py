@@ -46,6 +46,18 @@ class Key:
     SAMPLER_EXPECTED_CLASS_COUNTS = "sampler_expected_class_counts"
     #: Seconds from the start to the end of ``fit``.
     TRAIN_TIME_S = "train_time_s"
+    #: Names of the classes with no training sample (the model cannot learn them).
+    CLASSES_ABSENT_FROM_TRAIN = "classes_absent_from_train"
+
+    @staticmethod
+    def without_support(stage: str) -> str:
+        """The key of the classes ``stage`` (``val``, ``test``) has no sample of.
+
+        Example:
+            >>> Key.without_support("test")
+            'test/classes_without_support'
+        """
+        return f"{stage}/classes_without_support"
 
     @staticmethod
     def best(monitor: str) -> str:

@@ -87,7 +87,13 @@ class MetricsJsonWriter(Callback):
         module = trainer.lightning_module
         # Known from the module's own on_fit_start on, which runs after the callbacks' one.
         if isinstance(module, ImbalanceAware) and int(module.class_counts.sum()) > 0:
-            self.values[Key.TRAIN_CLASS_COUNTS] = [int(c) for c in module.class_counts.tolist()]
+            counts = [int(c) for c in module.class_counts.tolist()]
+            self.values[Key.TRAIN_CLASS_COUNTS] = counts
+            self.values[Key.CLASSES_ABSENT_FROM_TRAIN] = [n for n, c in zip(module.class_names, counts) if c == 0]
+            for stage in ("val", "test"):
+                summary = module.evaluation_summary(stage)
+                if summary is not None:
+                    self.values[Key.without_support(stage)] = summary.classes_without_support()
         for key, value in trainer.callback_metrics.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 value = value.item()
