@@ -38,7 +38,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     datamodule = instantiate(cfg.data, sampler=sampler)
     model = instantiate(
         cfg.model,
-        input_dim=datamodule.num_features,
+        **datamodule.model_inputs(),  # what the model needs from the data: input_dim for feature arrays
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         loss=instantiate(cfg.loss),
