@@ -68,7 +68,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model = instantiate(
         cfg.model,
         _convert_="all",
-        input_dim=datamodule.num_features,
+        **datamodule.model_inputs(),  # what the model needs from the data: input_dim for feature arrays
         num_classes=datamodule.num_classes,
         class_names=datamodule.class_names,
         loss=instantiate(cfg.loss, _convert_="all"),

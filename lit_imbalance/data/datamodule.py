@@ -1,25 +1,32 @@
-"""A LightningDataModule over in-memory train/val/test arrays.
+"""LightningDataModules over datasets whose labels are known without reading the inputs.
 
-Both bundled data sources (``digits_lt`` and ``npz``) are feature arrays small
-enough to hold in memory; they differ only in where the arrays come from.
-The arrays are read and validated when the module is built, so a bad config
-fails at instantiation, under its Hydra key, before any process is launched.
+:class:`LabeledDataModule` is the one base of every bundled data source
+(arrays, CIFAR-LT, image folders, split files, tables): it serves the loaders
+(a rebalancing sampler built from the training labels, unpadded evaluation
+shards under DDP) and tells the app, the samplers and the mixin the same
+things about every dataset: ``num_classes``, ``class_names``,
+``train_labels`` and ``train_class_counts``. Subclasses only say where the
+train/val/test datasets come from. :class:`ArrayDataModule` is the base for
+in-memory feature arrays. Data is read and validated when the module is
+built, so a bad config fails at instantiation, under its Hydra key, before
+any process is launched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from lit_imbalance._checks import check_positive_int, fail
-from lit_imbalance.data.labels import class_counts
+from lit_imbalance.data.labels import class_counts, dataset_labels
 
 SamplerFactory = Callable[[torch.Tensor], Sampler]
 SPLITS = ("train", "val", "test")
@@ -92,15 +99,17 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
-class ArrayDataModule(L.LightningDataModule):
-    """Train/val/test splits of flat feature vectors with integer labels.
+class LabeledDataModule(L.LightningDataModule):
+    """Train/val/test datasets with integer labels known up front.
 
-    Subclasses set :attr:`splits` (a dict ``{"train"|"val"|"test": Split}``) and
-    :attr:`num_classes` in ``__init__``. The training loader uses the sampler
-    built by ``sampler(train_labels)`` when one is configured (see
-    :mod:`lit_imbalance.sampling`) and plain shuffling otherwise. Under DDP the
-    evaluation loaders shard without padding, so every test sample is counted
-    exactly once in the per-class metrics.
+    Subclasses set :attr:`num_classes` and either :attr:`datasets` (a dict
+    ``{"train"|"val"|"test": Dataset}``, each dataset readable by
+    :func:`~lit_imbalance.data.labels.dataset_labels` without loading inputs,
+    e.g. through a ``targets`` tensor) or override :meth:`dataset`. The
+    training loader uses the sampler built by ``sampler(train_labels)`` when
+    one is configured (see :mod:`lit_imbalance.sampling`) and plain shuffling
+    otherwise. Under DDP the evaluation loaders shard without padding, so every
+    test sample is counted exactly once in the per-class metrics.
 
     ``train_subset`` (indices into the training split, ``None`` for all of it)
     restricts what the training loader serves, and what ``train_labels``,
@@ -111,12 +120,13 @@ class ArrayDataModule(L.LightningDataModule):
     Args:
         batch_size: training batch size.
         eval_batch_size: validation/test batch size (defaults to ``batch_size``).
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (kept alive across epochs).
+        pin_memory: page-locked batches, for faster host-to-GPU copies.
         sampler: a callable mapping the training labels to a sampler, or ``None``.
         class_names: display names of the classes (defaults to ``"0"..."C-1"``).
     """
 
-    splits: dict[str, Split]
+    datasets: dict[str, Dataset]
     num_classes: int
 
     def __init__(
@@ -126,19 +136,18 @@ class ArrayDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sampler: SamplerFactory | None = None,
         class_names: Sequence[str] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size or batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            fail("num_workers", "a non-negative integer", num_workers)
         self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
         self.sampler = sampler
         self._class_names = list(class_names) if class_names is not None else None
         self.train_subset: torch.Tensor | None = None
-
-    @property
-    def num_features(self) -> int:
-        """Length of one feature vector."""
-        return int(self.splits["train"].x.shape[1])
 
     @property
     def class_names(self) -> list[str]:
@@ -149,25 +158,33 @@ class ArrayDataModule(L.LightningDataModule):
             fail("class_names", f"{self.num_classes} names (one per class)", self._class_names)
         return [str(name) for name in self._class_names]
 
+    def model_inputs(self) -> dict[str, Any]:
+        """Constructor arguments the model needs from the data besides the classes (none here)."""
+        return {}
+
+    def dataset(self, split: str) -> Dataset:
+        """The ``(input, label)`` dataset of ``split``; its labels are readable without the inputs."""
+        return self.datasets[split]
+
+    def labels(self, split: str) -> torch.Tensor:
+        """All labels of ``split``, 1-D int64, read without loading inputs."""
+        return dataset_labels(self.dataset(split))
+
     @property
-    def train_pool(self) -> TensorDataset:
+    def train_pool(self) -> Dataset:
         """Every training sample, whatever ``train_subset`` selects."""
         return self.dataset("train")
 
     @property
     def train_labels(self) -> torch.Tensor:
         """Labels of the training samples in use (``train_subset``, or all), 1-D int64."""
-        labels = self.splits["train"].y
+        labels = self.labels("train")
         return labels if self.train_subset is None else labels[self.train_subset]
 
     @property
     def train_class_counts(self) -> torch.Tensor:
         """Training samples per class, shape ``(num_classes,)``."""
         return class_counts(self.train_labels, self.num_classes)
-
-    def dataset(self, split: str) -> TensorDataset:
-        """The ``(x, y)`` dataset of ``split``; its labels are readable without the inputs."""
-        return TensorDataset(self.splits[split].x, self.splits[split].y)
 
     def train_dataloader(self) -> DataLoader:
         # The sampler indexes the dataset it is given: the subset's labels for the subset.
@@ -180,6 +197,7 @@ class ArrayDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -196,7 +214,36 @@ class ArrayDataModule(L.LightningDataModule):
         # Lightning's default DistributedSampler pads ranks with repeated samples,
         # which would count some test samples twice in per-class recall.
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _is_distributed() else None
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(
+            dataset, batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
+        )
+
+
+class ArrayDataModule(LabeledDataModule):
+    """Train/val/test splits of flat feature vectors with integer labels, held in memory.
+
+    Subclasses set :attr:`splits` (a dict ``{"train"|"val"|"test": Split}``) and
+    :attr:`num_classes` in ``__init__``; everything else is
+    :class:`LabeledDataModule`'s. The model gets ``input_dim`` from
+    :meth:`model_inputs`.
+    """
+
+    splits: dict[str, Split]
+
+    @property
+    def num_features(self) -> int:
+        """Length of one feature vector."""
+        return int(self.splits["train"].x.shape[1])
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"input_dim": self.num_features}
+
+    def dataset(self, split: str) -> TensorDataset:
+        return TensorDataset(self.splits[split].x, self.splits[split].y)
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self.splits[split].y
 
 
 def _is_distributed() -> bool:

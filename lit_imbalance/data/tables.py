@@ -1,0 +1,181 @@
+"""Tables (``data=csv``): a CSV or parquet file, one row per sample, one column holding the label.
+
+The file is read with pandas (``.parquet``/``.pq`` through pyarrow, anything
+else as CSV). Every other column is a feature: numeric columns are
+standardised with the mean and standard deviation of the *training* rows
+only; other columns are categorical, one-hot or integer coded from the
+categories seen in training (a category first seen in validation or test
+becomes all-zeros, or code -1). Labels may be strings; classes are then the
+sorted training labels and keep their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance.data.datamodule import ArrayDataModule, make_split, stratified_holdout
+
+CategoricalEncoding = Literal["onehot", "ordinal"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_table(key: str, path: str) -> pd.DataFrame:
+    """The table at ``path`` (parquet by extension, else CSV), or an error naming ``key``."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        fail(key, "an existing .csv or .parquet file", str(path), exc=FileNotFoundError)
+    return pd.read_parquet(file) if file.suffix.lower() in PARQUET_SUFFIXES else pd.read_csv(file)
+
+
+@dataclass
+class TableEncoder:
+    """Feature encoding fitted on the training rows: standardisation and category codes.
+
+    Example:
+        >>> train = pd.DataFrame({"age": [20.0, 40.0], "city": ["a", "b"]})
+        >>> encoder = TableEncoder.fit(train, categorical="onehot")
+        >>> encoder.transform(pd.DataFrame({"age": [30.0], "city": ["z"]})).tolist()
+        [[0.0, 0.0, 0.0]]
+        >>> encoder.feature_names
+        ['age', 'city=a', 'city=b']
+    """
+
+    numeric: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    categories: dict[str, list[Any]]
+    categorical: CategoricalEncoding
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot") -> TableEncoder:
+        check_choice("categorical", categorical, ("onehot", "ordinal"))
+        numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
+        values = train[numeric].to_numpy(dtype=np.float64)
+        mean = np.nanmean(values, axis=0) if numeric else np.zeros(0)
+        std = np.nanstd(values, axis=0) if numeric else np.zeros(0)
+        # A constant (or all-missing) column carries nothing: centre it, don't divide by zero.
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        categories = {
+            c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in train.columns if c not in numeric
+        }
+        return cls(numeric, mean, std, categories, categorical)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """One name per output column."""
+        if self.categorical == "ordinal":
+            return [*self.numeric, *self.categories]
+        return [*self.numeric, *(f"{c}={v}" for c, values in self.categories.items() for v in values)]
+
+    def transform(self, table: pd.DataFrame) -> np.ndarray:
+        """``(N, D)`` float32 features; missing numbers become the training mean (0 after scaling)."""
+        missing = [c for c in [*self.numeric, *self.categories] if c not in table.columns]
+        if missing:
+            fail("columns", f"the training table's feature columns (missing: {', '.join(map(str, missing))})", list(table.columns))
+        numeric = (table[self.numeric].to_numpy(dtype=np.float64) - self.mean) / self.std
+        blocks = [np.nan_to_num(numeric, nan=0.0)]
+        for column, values in self.categories.items():
+            codes = pd.Categorical(table[column].astype(str).where(table[column].notna()), categories=values).codes
+            if self.categorical == "ordinal":
+                blocks.append(codes[:, None].astype(np.float64))  # -1: missing or unseen in training
+            else:
+                blocks.append(np.eye(len(values) + 1)[codes][:, :-1] if values else np.zeros((len(table), 0)))
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+class TableDataModule(ArrayDataModule):
+    """A CSV/parquet table split into train/val/test, with features encoded on train only.
+
+    Without ``test_path`` a stratified ``test_fraction`` of the rows is the test
+    split; without ``val_path`` a stratified ``val_fraction`` of the remaining
+    training rows is validation (both seeded by ``split_seed``, see
+    :func:`~lit_imbalance.data.datamodule.stratified_holdout`).
+
+    Args:
+        path: the table (``.csv``, or ``.parquet``/``.pq``).
+        label: the label column.
+        val_path: a separate validation table with the same columns.
+        test_path: a separate test table with the same columns.
+        features: the feature columns; every column but the label when ``None``.
+        categorical: ``"onehot"`` or ``"ordinal"`` (integer codes) for non-numeric columns.
+        val_fraction: share of each class held out for validation without ``val_path``.
+        test_fraction: share of each class held out for test without ``test_path``.
+        split_seed: seed of the hold-outs.
+        **loader_kwargs: forwarded to :class:`~lit_imbalance.data.datamodule.ArrayDataModule`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        label: str,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        features: Sequence[str] | None = None,
+        categorical: CategoricalEncoding = "onehot",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        **loader_kwargs: Any,
+    ) -> None:
+        super().__init__(**loader_kwargs)
+        check_choice("categorical", categorical, ("onehot", "ordinal"))
+        check_in_unit_interval("val_fraction", val_fraction, open_right=True)
+        check_in_unit_interval("test_fraction", test_fraction, open_right=True)
+        tables = {"train": read_table("path", path)}
+        for split, key, extra in (("val", "val_path", val_path), ("test", "test_path", test_path)):
+            if extra is not None:
+                tables[split] = read_table(key, extra)
+        for split, table in tables.items():
+            if label not in table.columns:
+                fail("label", f"a column of the {split} table ({', '.join(map(str, table.columns))})", label)
+        columns = list(features) if features is not None else [c for c in tables["train"].columns if c != label]
+        for split in ("test", "val"):
+            if split not in tables:
+                fraction = test_fraction if split == "test" else val_fraction
+                codes = pd.factorize(tables["train"][label])[0]
+                kept, held = stratified_holdout(codes, fraction, split_seed + (split == "val"))
+                tables[split] = tables["train"].iloc[held].reset_index(drop=True)
+                tables["train"] = tables["train"].iloc[kept].reset_index(drop=True)
+        labels, names = encode_labels(tables["train"][label], {s: t[label] for s, t in tables.items()})
+        self.num_classes = len(names)
+        if self._class_names is None:
+            self._class_names = names
+        self.encoder = TableEncoder.fit(tables["train"][columns], categorical)
+        self.splits = {
+            split: make_split(split, self.encoder.transform(tables[split][columns]), labels[split], self.num_classes)
+            for split in ("train", "val", "test")
+        }
+
+
+def encode_labels(train: pd.Series, splits: dict[str, pd.Series]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Class indices of every split's labels, and the class names.
+
+    Integer labels are their own indices (classes ``0..max``); any other labels
+    are indexed in the sorted order of the training labels, and a label absent
+    from training is an error naming the split.
+
+    Example:
+        >>> labels, names = encode_labels(pd.Series(["b", "a"]), {"test": pd.Series(["a", "a"])})
+        >>> labels["test"].tolist(), names
+        ([0, 0], ['a', 'b'])
+    """
+    if pd.api.types.is_integer_dtype(train):
+        top = max(int(s.max()) for s in splits.values())
+        return {k: s.to_numpy(dtype=np.int64) for k, s in splits.items()}, [str(i) for i in range(top + 1)]
+    names = sorted(train.astype(str).unique().tolist())
+    index = {name: i for i, name in enumerate(names)}
+    encoded = {}
+    for split, series in splits.items():
+        unseen = sorted(set(series.astype(str)) - set(index))
+        if unseen:
+            fail(f"{split} labels", f"classes seen in training ({', '.join(names)})", unseen[0])
+        encoded[split] = series.astype(str).map(index).to_numpy(dtype=np.int64)
+    return encoded, names

@@ -1,0 +1,90 @@
+"""data=csv: CSV and parquet tables, train-only standardisation, categorical codes, string labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lit_imbalance.data import TableDataModule
+from tests.conftest import run_train_py
+
+
+def make_table(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = rng.choice(["fraud", "ok", "review"], size=rows, p=[0.1, 0.7, 0.2])
+    centre = pd.Series(label).map({"fraud": 3.0, "ok": 0.0, "review": -2.0}).to_numpy()
+    return pd.DataFrame({
+        "amount": centre * 10 + rng.normal(size=rows) + shift,
+        "age": rng.integers(18, 90, size=rows).astype(float),
+        "country": rng.choice(["de", "fr", "it"], size=rows),
+        "label": label,
+    })
+
+
+def test_csv_through_train_py(tmp_path: Path) -> None:
+    make_table(300, seed=0).to_csv(tmp_path / "rows.csv", index=False)
+    run_dir = tmp_path / "run"
+    result = run_train_py(
+        "data=csv", f"data.path={tmp_path / 'rows.csv'}", "data.label=label", "logger=none", "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false", run_dir=run_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = make_table(300, seed=0)
+    totals = table["label"].value_counts()
+    # Per class: 20% to test, then 10% of the rest to validation (rounded, at least one each).
+    expected_test = [int(round(0.2 * totals[c])) for c in ("fraud", "ok", "review")]
+    assert [metrics[f"test/support/{c}"] for c in ("fraud", "ok", "review")] == expected_test
+    expected_val = [int(round(0.1 * (totals[c] - t))) for c, t in zip(("fraud", "ok", "review"), expected_test)]
+    expected_train = [int(totals[c]) - t - v for c, t, v in zip(("fraud", "ok", "review"), expected_test, expected_val)]
+    assert metrics["train_class_counts"] == expected_train
+    # The amount column separates the classes: a few epochs of the MLP find it.
+    assert metrics["test/balanced_acc"] > 0.6
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_features_are_standardised_with_training_statistics_only(tmp_path: Path, suffix: str) -> None:
+    tables = {"train": make_table(200, seed=1), "val": make_table(40, seed=2, shift=-50.0),
+              "test": make_table(60, seed=3, shift=100.0)}
+    tables["test"].loc[0, "country"] = "es"  # a category training never saw
+    for split, table in tables.items():
+        file = tmp_path / f"{split}{suffix}"
+        table.to_parquet(file) if suffix == ".parquet" else table.to_csv(file, index=False)
+    dm = TableDataModule(path=str(tmp_path / f"train{suffix}"), label="label",
+                         val_path=str(tmp_path / f"val{suffix}"), test_path=str(tmp_path / f"test{suffix}"))
+    assert dm.class_names == ["fraud", "ok", "review"]
+    assert dm.encoder.feature_names == ["amount", "age", "country=de", "country=fr", "country=it"]
+    numeric = tables["train"][["amount", "age"]]
+    mean, std = numeric.mean().to_numpy(), numeric.std(ddof=0).to_numpy()
+    for split, table in tables.items():
+        x = dm.splits[split].x.numpy()
+        assert np.allclose(x[:, :2], (table[["amount", "age"]].to_numpy() - mean) / std, atol=1e-4), split
+        assert dm.splits[split].y.tolist() == table["label"].map({"fraud": 0, "ok": 1, "review": 2}).tolist()
+    x_test = dm.splits["test"].x.numpy()
+    assert x_test[:, 0].mean() > 5 and dm.splits["val"].x.numpy()[:, 0].mean() < -2  # not re-centred on themselves
+    assert x_test[0, 2:].tolist() == [0.0, 0.0, 0.0]
+    assert x_test[1, 2:].tolist() == [float(tables["test"].loc[1, "country"] == c) for c in ("de", "fr", "it")]
+
+
+def test_ordinal_codes_and_unknown_labels(tmp_path: Path) -> None:
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "colour": ["red", "blue", "red", "blue", "red", None],
+                          "y": [0, 1, 0, 1, 0, 1]})
+    test = pd.DataFrame({"x": [1.0, 2.0], "colour": ["green", "red"], "y": [1, 0]})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    dm = TableDataModule(path=str(tmp_path / "train.csv"), label="y", test_path=str(tmp_path / "test.csv"),
+                         categorical="ordinal", val_fraction=0.34)
+    assert dm.encoder.feature_names == ["x", "colour"] and dm.class_names == ["0", "1"]
+    assert dm.splits["test"].x[:, 1].tolist() == [-1.0, 1.0]  # green unseen: -1; categories sorted: blue 0, red 1
+    pd.DataFrame({"x": [1.0], "colour": ["red"], "y": [7]}).assign(y=["seven"]).to_csv(tmp_path / "bad.csv", index=False)
+    train.assign(y=["a", "b", "a", "b", "a", "b"]).to_csv(tmp_path / "strings.csv", index=False)
+    with pytest.raises(ValueError, match=r"`test labels` to be classes seen in training \(a, b\), but got 'seven'"):
+        TableDataModule(path=str(tmp_path / "strings.csv"), label="y", test_path=str(tmp_path / "bad.csv"), val_fraction=0.34)
+    with pytest.raises(ValueError, match=r"`label` to be a column of the train table \(x, colour, y\), but got 'target'"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="target")
+    with pytest.raises(FileNotFoundError, match=r"`path` to be an existing .csv or .parquet file, but got '/no.csv'"):
+        TableDataModule(path="/no.csv", label="y")
