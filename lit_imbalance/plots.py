@@ -153,6 +153,110 @@ def confusion_matrix(
     return figure
 
 
+#: Above this many classes the pictures are compact: a C x C image or one bar per class stops
+#: being readable, and its size (and the memory to draw it) grows with C squared.
+COMPACT_ABOVE_CLASSES = 50
+
+
+def recall_against_frequency(
+    recall: Sequence[float] | Tensor,
+    class_counts: Sequence[int] | Tensor,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    title: str | None = None,
+) -> Figure:
+    """Recall of every class against its training count (log axis): the long tail for any number of classes.
+
+    One point per class, coloured by shot group, in a figure of fixed size;
+    classes without evaluation samples (NaN recall) are left out.
+    """
+    recall = torch.as_tensor(recall, dtype=torch.float64)
+    counts = torch.as_tensor(class_counts, dtype=torch.long)
+    if recall.ndim != 1 or counts.shape != recall.shape:
+        fail("class_counts", f"{recall.numel()} counts, one per recall value", counts.tolist()[:10])
+    shots = shot_labels(counts, many_threshold, few_threshold)
+    known = ~torch.isnan(recall)
+    figure = new_figure(7.0, 4.5)
+    axes = figure.add_subplot()
+    for group, color in SHOT_COLORS.items():
+        members = [c for c in range(len(recall)) if shots[c] == group and bool(known[c])]
+        if members:
+            axes.scatter([max(int(counts[c]), 1) for c in members], [float(recall[c]) for c in members],
+                         s=8, color=color, alpha=0.7, label=f"{group}-shot ({len(members)})")
+    axes.set_xscale("log")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("training samples of the class (log)")
+    axes.set_ylabel("recall")
+    mean = float(recall[known].mean()) if known.any() else float("nan")
+    axes.axhline(mean, color="grey", linestyle="--", linewidth=1, label="mean recall")
+    axes.legend(loc="lower right", fontsize="small")
+    axes.set_title(title or f"Recall against class frequency, {len(recall)} classes (mean {mean:.3f})")
+    return figure
+
+
+def shot_group_confusion(
+    confusion: Tensor, class_counts: Sequence[int] | Tensor, many_threshold: int = 100, few_threshold: int = 20
+) -> tuple[list[str], np.ndarray]:
+    """The confusion matrix summed into shot groups (true group x predicted group), row-normalised.
+
+    Example:
+        >>> names, matrix = shot_group_confusion(torch.tensor([[8, 2], [3, 1]]), [200, 5])
+        >>> names, matrix.round(2).tolist()
+        (['many', 'few'], [[0.8, 0.2], [0.75, 0.25]])
+    """
+    groups = shot_groups(torch.as_tensor(class_counts), many_threshold, few_threshold)
+    names = [name for name, mask in groups.items() if mask.any()]
+    membership = torch.stack([groups[name] for name in names]).to(torch.float64)  # (G, C)
+    summed = membership @ confusion.to(torch.float64) @ membership.T
+    return names, row_normalize(summed)
+
+
+def most_confused_pairs(confusion: Tensor, k: int = 20) -> list[tuple[int, int, float]]:
+    """The ``k`` largest off-diagonal shares ``(true, predicted, fraction of the true class)``.
+
+    Example:
+        >>> most_confused_pairs(torch.tensor([[5, 5, 0], [1, 9, 0], [0, 4, 6]]), k=2)
+        [(0, 1, 0.5), (2, 1, 0.4)]
+    """
+    shares = torch.as_tensor(row_normalize(confusion))
+    shares = torch.nan_to_num(shares, nan=0.0)
+    shares.fill_diagonal_(0.0)
+    values, flat = shares.flatten().topk(min(k, shares.numel()))
+    size = shares.shape[1]
+    return [(int(i) // size, int(i) % size, round(float(v), 6)) for v, i in zip(values, flat) if v > 0]
+
+
+def compact_confusion(
+    confusion: Tensor,
+    class_counts: Sequence[int] | Tensor,
+    class_names: Sequence[str] | None = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    pairs: int = 20,
+) -> Figure:
+    """For many classes: the confusion between shot groups, and the most confused class pairs."""
+    size = confusion.shape[0]
+    names = [str(i) for i in range(size)] if class_names is None else [str(n) for n in class_names]
+    groups, grouped = shot_group_confusion(confusion, class_counts, many_threshold, few_threshold)
+    top = most_confused_pairs(confusion, pairs)
+    figure = new_figure(12.0, 5.0)
+    left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    image = left.imshow(grouped, cmap=_with_bad_color("Blues"), vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=left, label="fraction of the true group")
+    left.set_xticks(range(len(groups)), groups)
+    left.set_yticks(range(len(groups)), groups)
+    left.set_xlabel("predicted shot group")
+    left.set_ylabel("true shot group")
+    _annotate(left, grouped, "{:.2f}", "n/a", dark_cell=lambda v: v > 0.5)
+    left.set_title("Confusion between shot groups")
+    labels = [f"{names[t]} -> {names[p]}" for t, p, _ in top][::-1]
+    right.barh(range(len(top)), [share for _, _, share in top][::-1], color="tab:red")
+    right.set_yticks(range(len(top)), labels, fontsize="small")
+    right.set_xlabel("fraction of the true class predicted as the other")
+    right.set_title(f"The {len(top)} most confused pairs of {size} classes")
+    return figure
+
+
 def sweep_heatmap(
     row_values: Sequence[float],
     column_values: Sequence[float],

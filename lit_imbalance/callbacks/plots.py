@@ -29,6 +29,12 @@ class ImbalancePlots(Callback):
     - ``<dirpath>/<stage>_confusion_matrix.png``: row-normalised (not for
       multi-label, whose matrix is one 2x2 per label).
 
+    Above :data:`~lit_imbalance.plots.COMPACT_ABOVE_CLASSES` classes the pictures
+    keep a fixed size: recall against training count (one point per class) and
+    ``<stage>_confusion_summary.png`` (the confusion between many/medium/few
+    groups and the most confused class pairs). The per-class numbers still go
+    to wandb as a table.
+
     With a :class:`~lightning.pytorch.loggers.WandbLogger` the same pictures are
     logged as images, with the per-class numbers as a ``wandb.Table``
     (``<stage>/per_class``: class, training count, shot group, recall, support)
@@ -65,9 +71,15 @@ class ImbalancePlots(Callback):
         confusion, names, counts = summary.confusion, summary.class_names, summary.class_counts
         thresholds = {"many_threshold": summary.many_threshold, "few_threshold": summary.few_threshold}
         recall, support = plots.class_recall_and_support(confusion)
-        figures = {"recall_by_frequency": plots.recall_by_frequency(recall, counts, names, **thresholds)}
-        if confusion.ndim == 2:
-            figures["confusion_matrix"] = plots.confusion_matrix(confusion, names)
+        if len(names) > plots.COMPACT_ABOVE_CLASSES:
+            # Pictures of fixed size: memory and pixels no longer grow with the square of C.
+            figures = {"recall_by_frequency": plots.recall_against_frequency(recall, counts, **thresholds)}
+            if confusion.ndim == 2:
+                figures["confusion_summary"] = plots.compact_confusion(confusion, counts, names, **thresholds)
+        else:
+            figures = {"recall_by_frequency": plots.recall_by_frequency(recall, counts, names, **thresholds)}
+            if confusion.ndim == 2:
+                figures["confusion_matrix"] = plots.confusion_matrix(confusion, names)
         saved = {name: plots.save_figure(figure, self.dirpath / f"{stage}_{name}.png")
                  for name, figure in figures.items()}
         self.saved.update({f"{stage}/{name}": path for name, path in saved.items()})
