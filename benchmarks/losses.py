@@ -1,29 +1,32 @@
-"""Forward+backward time and peak memory of every loss, as ratios against the PyTorch baseline.
+"""Forward+backward time and peak memory of every loss, as ratios against its PyTorch baseline.
 
-Softmax-family losses run on ``(N, C)`` logits with integer targets against
-``F.cross_entropy``; sigmoid-family losses on ``(N, C)`` logits with 0/1 float
-targets against ``F.binary_cross_entropy_with_logits``, both on the same inputs
-in one run. Each loss and its baseline are timed back to back, alternately,
-after a warm-up, so load from other processes hits both sides; the ratio of
-the fastest runs (``timeit``'s advice for a shared machine) and the ratio of
-the medians are printed. Peak memory is what the step allocates on top of its
-inputs (logits, targets), read from the profiler's allocation events. The
-first call's extra time (compilation, for the compiled sigmoid-focal kernel)
-is shown apart.
+Three sizes (issue 15): 65,536 x 100, 4,096 x 1,000 (ImageNet-LT) and 256 x
+8,142 (iNaturalist). Softmax-family losses take integer targets; sigmoid-family
+losses take the same ``(N, C)`` logits with 0/1 float targets (5% positives), so
+every size has the same element count for both families. Each row times a loss
+and its baseline back to back, alternately, on the same inputs in one process:
+3 warm-ups, then ``--repeats`` (>= 8) interleaved pairs. "x time" is the median
+of the per-pair ratios (load from other processes hits both sides of a pair),
+"x med" the ratio of the two medians. Peak memory is what forward+backward
+allocates beyond its inputs: ``torch.cuda.max_memory_allocated`` on a GPU, the
+profiler's allocation events on the CPU. The compiled sigmoid-focal kernel's
+first call (compilation) is excluded from the timed runs and shown apart.
 
-    python benchmarks/losses.py            # 65,536 x 100 softmax, 4M-element sigmoid (< 2 min)
-    python benchmarks/losses.py --quick    # 8,192 x 100 and 512K elements (seconds)
-
-Targets: sigmoid focal <= 1.5x BCE-with-logits on 4M elements, softmax focal
-<= 1.25x CE on 65,536 x 100.
+    python benchmarks/losses.py                  # the three sizes, the whole table
+    python benchmarks/losses.py --quick          # small sizes, seconds
+    python benchmarks/losses.py --device cuda    # the same table on a GPU
+    python benchmarks/losses.py --threads 1      # intra-op threads (default: torch's)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +35,20 @@ from lit_imbalance.losses import build_loss, sigmoid_focal_loss
 from lit_imbalance.losses.focal import COMPILE_MIN_ELEMENTS
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-STATISTICS = {"weighted_ce", "class_balanced", "ldam", "balanced_softmax", "logit_adjusted"}
+SIZES = [(65_536, 100), (4_096, 1_000), (256, 8_142)]
+QUICK_SIZES = [(8_192, 100), (1_024, 1_000), (64, 8_142)]
+
+
+@dataclass
+class Row:
+    """One line of the table: a loss, its baseline and the target ratio (None: shown, no target)."""
+
+    name: str
+    family: str  # "softmax" (integer targets) or "sigmoid" (float targets)
+    loss: Step
+    baseline_name: str
+    baseline: Step
+    target: float | None
 
 
 def textbook_sigmoid_focal(x: torch.Tensor, t: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -44,22 +60,77 @@ def textbook_sigmoid_focal(x: torch.Tensor, t: torch.Tensor, alpha: float = 0.25
     return ((alpha * t + (1 - alpha) * (1 - t)) * loss).mean()
 
 
+def rows(num_classes: int, device: torch.device) -> list[Row]:
+    counts = torch.logspace(3, 0, num_classes).round().long().tolist()
+
+    def make(name: str, **kwargs) -> Step:
+        return build_loss(name, **kwargs).to(device)
+
+    with_counts = {"class_counts": counts}
+    ce, bce = F.cross_entropy, F.binary_cross_entropy_with_logits
+    cost = (1 - torch.eye(num_classes)) * torch.linspace(1, 5, num_classes).unsqueeze(1)  # true-class costs
+    general_cost = cost.clone()
+    general_cost[0, 1:] = torch.linspace(1, 9, num_classes - 1)  # no longer row-constant
+    focal = make("focal", gamma=2.0)
+    return [
+        Row("ce (fused kernel)", "softmax", make("ce"), "F.cross_entropy", ce, None),
+        Row("softmax_focal (gamma=2)", "softmax", focal, "F.cross_entropy", ce, 1.15),
+        Row("weighted_ce", "softmax", make("weighted_ce", **with_counts), "F.cross_entropy", ce, None),
+        Row("ldam (s=30)", "softmax", make("ldam", **with_counts), "F.cross_entropy", ce, 1.15),
+        Row("ldam-drw (s=30, effective)", "softmax", make("ldam", reweight="effective", **with_counts),
+            "F.cross_entropy", ce, None),  # fmt: skip
+        Row("cost_sensitive (0-1 cost)", "softmax", make("cost_sensitive"), "F.cross_entropy", ce, 1.15),
+        Row("cost_sensitive (true-class costs)", "softmax", make("cost_sensitive", cost_matrix=cost),
+            "F.cross_entropy", ce, 1.15),  # fmt: skip
+        Row("cost_sensitive (general matrix)", "softmax", make("cost_sensitive", cost_matrix=general_cost),
+            "F.cross_entropy", ce, None),  # fmt: skip
+        Row("balanced_softmax", "softmax", make("balanced_softmax", **with_counts), "F.cross_entropy", ce, 1.15),
+        Row("logit_adjusted (tau=1)", "softmax", make("logit_adjusted", **with_counts), "F.cross_entropy", ce, 1.15),
+        Row("class_balanced (softmax)", "softmax", make("class_balanced", **with_counts), "F.cross_entropy", ce, 1.15),
+        Row("class_balanced (focal)", "softmax", make("class_balanced", base="focal", **with_counts),
+            "softmax_focal", focal, 1.15),  # fmt: skip
+        Row("class_balanced (sigmoid)", "sigmoid", make("class_balanced", base="sigmoid", **with_counts),
+            "F.bce_with_logits", bce, 1.15),  # fmt: skip
+        Row("asymmetric", "sigmoid", make("asymmetric"), "F.bce_with_logits", bce, 1.5),
+        Row("ghm", "sigmoid", make("ghm"), "F.bce_with_logits", bce, 1.5),
+        Row("ohem (neg_pos_ratio=3)", "sigmoid", make("ohem"), "F.bce_with_logits", bce, 1.5),
+        Row("sigmoid_focal (auto)", "sigmoid", make("sigmoid_focal"), "F.bce_with_logits", bce, 1.5),
+        Row("sigmoid_focal (eager)", "sigmoid", make("sigmoid_focal", fast_path="eager"), "F.bce_with_logits", bce,
+            None),  # fmt: skip
+        Row("textbook sigmoid focal", "sigmoid", textbook_sigmoid_focal, "F.bce_with_logits", bce, None),
+    ]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def forward_backward(loss: Step, logits: torch.Tensor, target: torch.Tensor) -> float:
     """Seconds for one forward + backward from fresh leaf logits."""
     leaf = logits.detach().requires_grad_()
+    synchronize(logits.device)
     start = time.perf_counter()
     loss(leaf, target).backward()
+    synchronize(logits.device)
     return time.perf_counter() - start
 
 
 def peak_bytes(loss: Step, logits: torch.Tensor, target: torch.Tensor) -> float | None:
     """Largest amount of memory live at once during forward + backward, beyond the inputs."""
+    leaf = logits.detach().requires_grad_()
+    if logits.device.type == "cuda":
+        synchronize(logits.device)
+        torch.cuda.reset_peak_memory_stats(logits.device)
+        before = torch.cuda.memory_allocated(logits.device)
+        loss(leaf, target).backward()
+        synchronize(logits.device)
+        return float(torch.cuda.max_memory_allocated(logits.device) - before)
     try:
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity, profile
     except ImportError:
         return None
-    leaf = logits.detach().requires_grad_()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         loss(leaf, target).backward()
     events = []
@@ -76,115 +147,97 @@ def peak_bytes(loss: Step, logits: torch.Tensor, target: torch.Tensor) -> float 
     return float(peak)
 
 
-def compare(loss: Step, baseline: Step, logits: torch.Tensor, target: torch.Tensor, budget: float) -> dict:
-    """Time ratio (medians, interleaved runs), first-call overhead and peak-memory ratio."""
-    first = forward_backward(loss, logits, target)  # compiles, if the loss compiles
-    for _ in range(2):
-        forward_backward(loss, logits, target)
-        forward_backward(baseline, logits, target)
+def compare(row: Row, logits: torch.Tensor, target: torch.Tensor, repeats: int) -> dict:
+    """Median time ratios over interleaved pairs after 3 warm-ups, first-call overhead, peak-memory ratio."""
+    first = forward_backward(row.loss, logits, target)  # compiles, if the loss compiles
+    for _ in range(3):
+        forward_backward(row.loss, logits, target)
+        forward_backward(row.baseline, logits, target)
     loss_times, base_times = [], []
-    deadline = time.perf_counter() + budget
-    while len(loss_times) < 5 or (time.perf_counter() < deadline and len(loss_times) < 60):
-        base_times.append(forward_backward(baseline, logits, target))
-        loss_times.append(forward_backward(loss, logits, target))
-    loss_time, base_time = min(loss_times), min(base_times)
-    loss_peak, base_peak = peak_bytes(loss, logits, target), peak_bytes(baseline, logits, target)
+    for index in range(repeats):
+        if index % 2:  # alternate which side runs first, so neither always follows the other
+            loss_times.append(forward_backward(row.loss, logits, target))
+            base_times.append(forward_backward(row.baseline, logits, target))
+        else:
+            base_times.append(forward_backward(row.baseline, logits, target))
+            loss_times.append(forward_backward(row.loss, logits, target))
+    loss_peak, base_peak = peak_bytes(row.loss, logits, target), peak_bytes(row.baseline, logits, target)
+    loss_time = statistics.median(loss_times)
     return {
         "ms": loss_time * 1e3,
-        "base_ms": base_time * 1e3,
-        "ratio": loss_time / base_time,
-        "median_ratio": statistics.median(loss_times) / statistics.median(base_times),
+        "base_ms": statistics.median(base_times) * 1e3,
+        "ratio": statistics.median(a / b for a, b in zip(loss_times, base_times, strict=True)),
+        "median_ratio": loss_time / statistics.median(base_times),
         "first_call_s": max(first - loss_time, 0.0),
         "peak_mb": None if loss_peak is None else loss_peak / 2**20,
-        "mem_ratio": None if not base_peak else loss_peak / base_peak,
-        "runs": len(loss_times),
+        "mem_ratio": None if not base_peak or loss_peak is None else loss_peak / base_peak,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs: a smoke run in seconds")
-    parser.add_argument("--budget", type=float, default=None, help="seconds of timed runs per loss")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--repeats", type=int, default=8, help="interleaved timed pairs per row (>= 8)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU visible to torch")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    repeats = max(args.repeats, 8)
     torch.manual_seed(0)
-    softmax_shape = (8192, 100) if args.quick else (65536, 100)
-    sigmoid_shape = (512, 1024) if args.quick else (4096, 1024)
-    budget = args.budget if args.budget is not None else (0.3 if args.quick else 3.0)
-    counts = torch.logspace(3, 0, softmax_shape[1]).round().long().tolist()
-
-    x_softmax = torch.randn(*softmax_shape) * 3
-    y_softmax = torch.randint(0, softmax_shape[1], softmax_shape[:1])
-    x_sigmoid = torch.randn(*sigmoid_shape) * 3
-    t_sigmoid = (torch.rand(*sigmoid_shape) < 0.05).float()
-
-    softmax_losses: dict[str, Step] = {
-        name: build_loss(name, **({"class_counts": counts} if name in STATISTICS else {}))
-        for name in (
-            "ce",
-            "focal",
-            "weighted_ce",
-            "cost_sensitive",
-            "class_balanced",
-            "ldam",
-            "balanced_softmax",
-            "logit_adjusted",
-            "truncated_ce",
-            "soft_truncated_ce",
-        )
-    }
-    sigmoid_losses: dict[str, Step] = {
-        "sigmoid_focal (auto)": build_loss("sigmoid_focal"),
-        "sigmoid_focal (eager)": build_loss("sigmoid_focal", fast_path="eager"),
-        "sigmoid_focal (reference)": build_loss("sigmoid_focal", fast_path="reference"),
-        "textbook sigmoid focal": textbook_sigmoid_focal,
-        "asymmetric": build_loss("asymmetric"),
-        "ghm": build_loss("ghm"),
-        "ohem": build_loss("ohem"),
-        "class_balanced (sigmoid)": build_loss("class_balanced", class_counts=[1] * sigmoid_shape[1], base="sigmoid"),
-    }
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; fused sigmoid-focal kernel compiled from "
-        f"{COMPILE_MIN_ELEMENTS:,} elements (fast_path='auto')"
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}; torch {torch.__version__} on {device} "
+        f"({hardware}), {torch.get_num_threads()} intra-op threads, {repeats} interleaved pairs after 3 warm-ups; "
+        f"sigmoid-focal kernel compiled from {COMPILE_MIN_ELEMENTS:,} elements (fast_path='auto')"
     )
-    columns = ["ms", "x time", "(median)", "peak MB", "x mem", "1st call s", "runs"]
-    header = f"{'loss':28} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, [8, 7, 8, 8, 6, 10, 5], strict=True))
     # The fast paths must give the textbook values before their speed means anything.
-    head_x, head_t = x_sigmoid[:64], t_sigmoid[:64]
+    head_x = torch.randn(64, 32, device=device) * 3
+    head_t = (torch.rand(64, 32, device=device) < 0.05).float()
     for fast_path in ("eager", "compiled"):
-        fast = sigmoid_focal_loss(head_x, head_t, fast_path=fast_path)
-        torch.testing.assert_close(fast, textbook_sigmoid_focal(head_x, head_t), rtol=1e-5, atol=1e-7)
-    targets = {}
-    for title, losses, baseline, logits, target in [
-        (
-            f"softmax family on {softmax_shape[0]:,} x {softmax_shape[1]} logits, baseline F.cross_entropy",
-            softmax_losses,
-            F.cross_entropy,
-            x_softmax,
-            y_softmax,
-        ),
-        (
-            f"sigmoid family on {sigmoid_shape[0]:,} x {sigmoid_shape[1]} = {x_sigmoid.numel():,} elements, "
-            "baseline F.binary_cross_entropy_with_logits",
-            sigmoid_losses,
-            F.binary_cross_entropy_with_logits,
-            x_sigmoid,
-            t_sigmoid,
-        ),
-    ]:
+        torch.testing.assert_close(
+            sigmoid_focal_loss(head_x, head_t, fast_path=fast_path), textbook_sigmoid_focal(head_x, head_t),
+            rtol=1e-5, atol=1e-7,
+        )  # fmt: skip
+
+    header = f"{'loss':36} {'vs':18} {'ms':>8} {'base ms':>8} {'x time':>7} {'x med':>6} {'peak MB':>8} " \
+             f"{'x mem':>6} {'1st s':>6}  target"  # fmt: skip
+    misses = []
+    markdown: list[str] = []
+    for num_samples, num_classes in QUICK_SIZES if args.quick else SIZES:
+        logits = torch.randn(num_samples, num_classes, device=device) * 3
+        labels = torch.randint(0, num_classes, (num_samples,), device=device)
+        binary = (torch.rand(num_samples, num_classes, device=device) < 0.05).float()
+        title = f"{num_samples:,} x {num_classes:,} logits ({logits.numel():,} elements)"
         print(f"\n{title}\n{header}")
-        for name, loss in losses.items():
-            result = compare(loss, baseline, logits, target, budget)
-            memory = "n/a" if result["peak_mb"] is None else f"{result['peak_mb']:8.1f} {result['mem_ratio']:6.2f}"
+        markdown += [f"\n**{title}**\n", "| loss | vs | ms | x time | x mem | target |", "|---|---|---:|---:|---:|---|"]
+        for row in rows(num_classes, device):
+            target = labels if row.family == "softmax" else binary
+            result = compare(row, logits, target, repeats)
+            verdict = ""
+            if row.target is not None:
+                met = result["ratio"] <= row.target
+                verdict = f"<= {row.target:.2f}x {'ok' if met else 'MISSED'}"
+                if not met:
+                    misses.append(f"{row.name} at {title}: {result['ratio']:.2f}x")
+            memory = "     n/a    n/a" if result["peak_mb"] is None else f"{result['peak_mb']:8.1f} {result['mem_ratio']:6.2f}"
             print(
-                f"{name:28} {result['ms']:8.2f} {result['ratio']:7.2f} {result['median_ratio']:8.2f} {memory} "
-                f"{result['first_call_s']:10.2f} {result['runs']:5d}   (baseline {result['base_ms']:.2f} ms)"
+                f"{row.name:36} {row.baseline_name:18} {result['ms']:8.2f} {result['base_ms']:8.2f} "
+                f"{result['ratio']:7.2f} {result['median_ratio']:6.2f} {memory} {result['first_call_s']:6.2f}  {verdict}",
+                flush=True,
             )
-            targets[name] = result["ratio"]
+            mem = "n/a" if result["mem_ratio"] is None else f"{result['mem_ratio']:.2f}"
+            markdown.append(
+                f"| {row.name} | {row.baseline_name} | {result['ms']:.1f} | {result['ratio']:.2f} | {mem} | {verdict} |"
+            )
     quick_note = " (--quick: smaller than the sizes the targets are set for)" if args.quick else ""
-    print(
-        f"\ntargets{quick_note}: sigmoid_focal (auto) {targets['sigmoid_focal (auto)']:.2f}x BCE-with-logits "
-        f"(<= 1.5 on 4M elements), focal {targets['focal']:.2f}x CE (<= 1.25 on 65,536 x 100)"
-    )
+    print(f"\ntargets missed{quick_note}: {'none' if not misses else '; '.join(misses)}")
+    if args.markdown:
+        print("\n".join(markdown))
 
 
 if __name__ == "__main__":

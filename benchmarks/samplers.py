@@ -12,6 +12,10 @@ DataLoader consumes them (iterating the sampler to the end), best of
 measured in the same run; ratios are baseline epoch time / our epoch time,
 for rows with the same number of draws as their baseline.
 
+Samplers draw host-side indices with numpy (a DataLoader consumes Python ints),
+so there is no GPU variant: ``--device`` is accepted for symmetry with
+benchmarks/losses.py and only changes where torch's baseline keeps its weights.
+
 The large size runs each sampler in a fresh process: "peak" is that process's
 peak resident memory minus its resident memory once the labels (and, for
 per-sample weights, the weight tensor) exist, i.e. what the sampler adds.
@@ -32,7 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from lit_imbalance.sampling import ClassAwareSampler, OverSampler, UnderSampler, WeightedSampler
+from lit_imbalance.sampling import (
+    ClassAwareSampler,
+    OverSampler,
+    ProgressivelyBalancedSampler,
+    UnderSampler,
+    WeightedSampler,
+)
 from lit_imbalance.weights import class_weights
 
 
@@ -67,6 +77,7 @@ CASES: dict[str, tuple[Builder, str | None, bool]] = {
         lambda y, w: WeightedSampler(y, w, num_samples=y.numel() // 2, replacement=False),
         "torch WRS(replacement=False, N/2)", True,
     ),
+    "ProgressivelyBalancedSampler(T=10), epoch 0": (lambda y, w: ProgressivelyBalancedSampler(y, 10), None, False),
     "ClassAwareSampler": (lambda y, w: ClassAwareSampler(y), None, False),
     "UnderSampler(auto)": (lambda y, w: UnderSampler(y), None, False),
     "OverSampler(auto)": (lambda y, w: OverSampler(y), None, False),
@@ -76,6 +87,7 @@ LARGE_CASES = [
     "WeightedSampler(inverse)",
     "WeightedSampler(per-sample w)",
     "WeightedSampler(per-sample w, replacement=False, N/2)",
+    "ProgressivelyBalancedSampler(T=10), epoch 0",
     "ClassAwareSampler",
     "UnderSampler(auto)",
 ]  # OverSampler's epoch is C * n_head (~4.6x the dataset here): left out at the large size.
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--imbalance", type=float, default=100.0)
     parser.add_argument("--repeats", type=int, default=2, help="epochs per sampler; the best is reported")
+    parser.add_argument("--device", default="cpu", help="where torch's WeightedRandomSampler weights live")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, numpy {np.__version__}, {args.classes} classes, imbalance {args.imbalance:g}")
     labels = long_tailed_labels(size, args.classes, args.imbalance)
-    weights = inverse_sample_weights(labels)
+    weights = inverse_sample_weights(labels).to(args.device)
     counts = torch.bincount(labels)
     print(f"\n{size:,} labels (head {int(counts.max()):,}, tail {int(counts.min()):,}); best of {args.repeats} epochs")
     print(f"{'sampler':<54}{'draws':>12}{'init':>10}{'epoch':>10}{'ns/draw':>9}{'speed-up':>10}")

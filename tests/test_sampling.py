@@ -25,6 +25,7 @@ from lit_imbalance.sampling import (
     ClassAwareSampler,
     EpochSampler,
     OverSampler,
+    ProgressivelyBalancedSampler,
     UnderSampler,
     WeightedSampler,
     resampling_targets,
@@ -49,6 +50,7 @@ SAMPLERS = {
     "class_aware": lambda labels, **kw: ClassAwareSampler(labels, **kw),
     "under": lambda labels, **kw: UnderSampler(labels, **kw),
     "over": lambda labels, **kw: OverSampler(labels, **kw),
+    "progressive": lambda labels, **kw: ProgressivelyBalancedSampler(labels, num_epochs=4, **kw),
 }
 
 
@@ -360,13 +362,86 @@ def test_bad_epoch_and_rank_at_iteration() -> None:
         list(sampler)
 
 
+# -- streamed epochs and the progressively-balanced schedule ---------------------------------
+
+STREAMED = {
+    "weighted": lambda labels, **kw: WeightedSampler(labels, num_samples=2 * 2500 + 7, **kw),
+    "weighted_per_sample": lambda labels, **kw: WeightedSampler(
+        labels, torch.linspace(0, 1, labels.numel()), num_samples=5007, **kw
+    ),
+    "progressive": lambda labels, **kw: ProgressivelyBalancedSampler(labels, 3, num_samples=5007, **kw),
+}
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("name", list(STREAMED))
+def test_streamed_epochs_equal_the_unchunked_definition(name: str, drop_last: bool, monkeypatch) -> None:
+    """Blocks of 1000 (the last one partial) and iteration chunks of 64: still the epoch's positions r, r+R, ..."""
+    monkeypatch.setattr(sampling_base, "BLOCK", 1000)
+    monkeypatch.setattr(sampling_base, "CHUNK", 64)
+    single = STREAMED[name](LABELS, seed=3)
+    single.set_epoch(2)
+    epoch = single.epoch_indices().numpy()
+    assert single.streamed and list(single) == epoch.tolist()
+    # The unchunked definition of a shard (EpochSampler._shard on the whole epoch), for 3 ranks.
+    shards = []
+    for rank in range(3):
+        sampler = STREAMED[name](LABELS, seed=3, num_replicas=3, rank=rank, drop_last=drop_last)
+        sampler.set_epoch(2)
+        expected = np.concatenate(sampler._shard(epoch)).tolist()
+        shards.append(list(sampler))
+        assert shards[-1] == expected and len(shards[-1]) == len(sampler)
+    if drop_last:  # disjoint positions of one epoch: the shards together are its first 3 * len draws
+        assert sorted(sum(shards, [])) == sorted(epoch[: 3 * len(sampler)].tolist())
+    # A block is drawn alone, without the blocks before it: resumable mid-epoch, bounded memory.
+    assert np.array_equal(single._block(2, 3), epoch[3000:4000])
+
+
+def test_streamed_epoch_memory_is_bounded_by_a_block(monkeypatch) -> None:
+    import collections
+    import tracemalloc
+
+    monkeypatch.setattr(sampling_base, "BLOCK", 1 << 14)
+    sampler = WeightedSampler(LABELS, num_samples=3_000_000)
+    tracemalloc.start()
+    collections.deque(iter(sampler), maxlen=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # The whole epoch would be 12 MB of int32 (24 MB as int64); one block and its temporaries ~1 MB.
+    assert peak < 4 * 2**20, peak
+
+
+@pytest.mark.parametrize(("epoch", "balanced_share"), [(0, 0.0), (8, 1.0), (12, 1.0), (4, 0.5)])
+def test_progressive_class_frequencies_follow_the_schedule(epoch: int, balanced_share: float) -> None:
+    """chi-square of the drawn classes against p_j(t) = (1 - t/T) n_j / N + (t/T) / C, T = 8."""
+    sampler = ProgressivelyBalancedSampler(LABELS, num_epochs=8, num_samples=40_000, seed=1)
+    counts = np.array(COUNTS, dtype=np.float64)
+    expected_p = (1 - balanced_share) * counts / counts.sum() + balanced_share / len(COUNTS)
+    np.testing.assert_allclose(sampler.class_probabilities(epoch).numpy(), expected_p)
+    observed = np.bincount(LABELS.numpy()[draw(sampler, epoch)], minlength=len(COUNTS))
+    assert_chi_square_fits(observed, 40_000 * expected_p)
+    np.testing.assert_allclose(sampler.expected_class_counts.numpy(), 40_000 * expected_p)
+    if balanced_share == 0.0:  # the data's own frequencies are not the balanced ones: the test can tell
+        with pytest.raises(AssertionError):
+            assert_chi_square_fits(observed, np.full(len(COUNTS), 40_000 / len(COUNTS)))
+
+
+def test_progressive_is_uniform_within_a_class_and_a_pure_function_of_seed_and_epoch() -> None:
+    sampler = ProgressivelyBalancedSampler(LABELS, num_epochs=2, num_samples=30_000, seed=4)
+    drawn = np.array(draw(sampler, 2))
+    rare = np.flatnonzero(LABELS.numpy() == 4)  # 9 samples, 6000 draws expected
+    assert_chi_square_fits(np.bincount(drawn, minlength=LABELS.numel())[rare], np.full(rare.size, 6000 / rare.size))
+    again = ProgressivelyBalancedSampler(LABELS, num_epochs=2, num_samples=30_000, seed=4)
+    assert draw(again, 2) == drawn.tolist() and draw(again, 1) != drawn.tolist()
+
+
 # -- configs and real DDP ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("choice", "cls"),
     [("weighted", WeightedSampler), ("class_aware", ClassAwareSampler), ("undersample", UnderSampler),
-     ("oversample", OverSampler)],
+     ("oversample", OverSampler), ("progressive", ProgressivelyBalancedSampler)],
 )  # fmt: skip
 def test_sampler_configs_build_a_factory_of_labels(choice: str, cls: type) -> None:
     cfg = compose_train([f"sampler={choice}", "seed=5", "logger=none"])

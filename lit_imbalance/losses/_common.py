@@ -102,15 +102,27 @@ def check_class_vector(values: Tensor, num_classes: int, name: str) -> None:
         fail(name, f"{num_classes} values (one per class of the logits)", values.tolist())
 
 
-def check_label_range(target: Tensor, valid: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Every non-ignored label must lie in ``0..num_classes-1``: one fused check, see the module docstring."""
-    out_of_range = valid & ((target < 0) | (target >= num_classes))
+def check_label_range(target: Tensor, valid: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """Every non-ignored label must lie in ``0..num_classes-1``: one fused check, see the module docstring.
+
+    Returns:
+        The target with ignored entries replaced by 0 (safe to index with).
+    """
+    safe_target = torch.where(valid, target, 0)
+    if safe_target.numel() == 0:
+        return safe_target
+    # Three passes over the labels (ne, where, aminmax), not six: on a loaded machine each
+    # parallel pass over a large batch can cost a scheduler time slice.
+    low, high = torch.aminmax(safe_target)
+    in_range = (low >= 0) & (high < num_classes)
     expected = f"class indices in 0..{num_classes - 1} (or ignore_index={ignore_index})"
     if target.device.type == "cpu" and not torch.compiler.is_compiling():
-        if out_of_range.any():
-            fail("target", expected, target[out_of_range][0].item())
+        if not in_range:
+            wrong = target[valid & ((target < 0) | (target >= num_classes))]
+            fail("target", expected, wrong[0].item())
     else:
-        torch._assert_async(~out_of_range.any(), f"Expected argument `target` to be {expected}.")
+        torch._assert_async(in_range, f"Expected argument `target` to be {expected}.")
+    return safe_target
 
 
 def class_index_target(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
@@ -120,15 +132,30 @@ def class_index_target(logits: Tensor, target: Tensor, ignore_index: int) -> tup
         ``(safe_target, valid)``: the target with ignored entries replaced by 0
         (safe to gather or scatter with) and the boolean mask of entries that count.
     """
+    safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
+    return safe_target, torch.ones_like(safe_target, dtype=torch.bool) if valid is None else valid
+
+
+def class_index_target_or_all(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor | None]:
+    """:func:`class_index_target`, with ``valid=None`` when every entry counts.
+
+    Only a CPU tensor tells that for free (one ``aminmax``, read without a
+    device to wait for); elsewhere the mask is always built. Kernels that get
+    ``None`` skip the masking passes.
+    """
     expected = logits.shape[:1] + logits.shape[2:]
     if not isinstance(target, Tensor) or target.shape != expected:
         got = f"shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
         fail("target", f"class indices of shape {tuple(expected)} for logits of shape {tuple(logits.shape)}", got)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         fail("target", "integer class indices", f"dtype {target.dtype}")
+    num_classes = logits.shape[1]
+    if target.device.type == "cpu" and target.numel() > 0 and not torch.compiler.is_compiling():
+        low, high = (int(bound) for bound in torch.aminmax(target))
+        if 0 <= low and high < num_classes and not low <= ignore_index <= high:
+            return target, None
     valid = target != ignore_index
-    check_label_range(target, valid, logits.shape[1], ignore_index)
-    return target.masked_fill(~valid, 0), valid
+    return check_label_range(target, valid, num_classes, ignore_index), valid
 
 
 def binary_targets(logits: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor | None]:

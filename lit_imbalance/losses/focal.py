@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses._common import (
     REDUCTIONS,
     SIGMOID_REDUCTIONS,
@@ -390,10 +391,10 @@ def softmax_focal_loss(
 
     .. math:: \mathrm{FL}(x, y) = -\alpha_y\,(1 - p_y)^\gamma \log p_y .
 
-    ``gamma=0`` and ``alpha=None`` give cross-entropy exactly. It costs one
-    ``F.cross_entropy`` (which yields :math:`-\log p_y`, fused and in log space)
-    plus O(N) work for the factor, so autograd through it is already the fast
-    path: the gradient w.r.t. the logits is CE's, scaled per sample.
+    ``gamma=0`` and ``alpha=None`` give cross-entropy exactly. It runs on
+    :func:`~lit_imbalance.losses._fused_softmax.fused_softmax_loss`: one
+    ``log_softmax`` plus O(N) work for the factor and a closed-form gradient
+    (CE's, scaled per sample), so it costs about one ``F.cross_entropy``.
 
     Args:
         logits: ``(N, C)`` or ``(N, C, d1, ...)``.
@@ -431,13 +432,10 @@ def _softmax_focal(
     ignore_index: int,
     reduction: str,
 ) -> Tensor:
-    """Softmax focal loss on validated options, with any non-negative per-class weights."""
-    safe_target, valid = class_index_target(logits, target, ignore_index)
-    ce = F.cross_entropy(logits, target, reduction="none", ignore_index=ignore_index)
-    loss = focal_modulation(-torch.expm1(-ce), gamma) * ce  # (1 - p_y)^gamma * (-log p_y)
-    if class_weight is not None:
-        loss = loss * class_weight.to(device=logits.device, dtype=logits.dtype)[safe_target]
-    return reduce_loss(loss, reduction, valid)
+    """Softmax focal loss on validated options, with any non-negative per-class weights (the fused kernel)."""
+    return fused_softmax_loss(
+        logits, target, class_weight=class_weight, gamma=gamma, reduction=reduction, ignore_index=ignore_index
+    )
 
 
 class FocalLoss(nn.Module):

@@ -12,8 +12,7 @@ from lit_imbalance.losses._common import (
     binary_targets,
     check_logits,
     check_reduction,
-    mask,
-    reduce_loss,
+    denominator,
 )
 
 
@@ -72,10 +71,17 @@ def _ghmc(
     reduction: str,
 ) -> tuple[Tensor, Tensor]:
     """GHM-C loss and the bin fractions it used (the moving average when ``running_fractions`` is given)."""
-    grad_norm = (torch.sigmoid(logits.detach()) - targets.detach()).abs()
-    bin_index = (grad_norm * bins).long().clamp_(max=bins - 1)  # floor; g == 1 joins the last bin
-    counted = torch.ones_like(grad_norm) if valid is None else valid.expand_as(grad_norm).to(grad_norm.dtype)
-    counts = grad_norm.new_zeros(bins).scatter_add_(0, bin_index.flatten(), counted.flatten())
+    # In place on one fresh buffer: g = |sigmoid(x) - t|, then g * bins, then its floor as an index.
+    scaled_norm = torch.sigmoid(logits.detach()).sub_(targets.detach()).abs_().mul_(bins)
+    bin_index = scaled_norm.long().clamp_(max=bins - 1)  # floor; g == 1 joins the last bin
+    del scaled_norm
+    counted = None if valid is None else valid.expand_as(logits).flatten().to(logits.dtype)
+    if torch.compiler.is_compiling() or logits.device.type != "cpu":
+        counts = logits.new_zeros(bins).scatter_add_(
+            0, bin_index.flatten(), torch.ones_like(logits).flatten() if counted is None else counted
+        )
+    else:  # bincount is one cache-friendly pass on the CPU; elsewhere its output size is a host sync
+        counts = torch.bincount(bin_index.flatten(), weights=counted, minlength=bins).to(logits.dtype)
     occupied = counts > 0
     fractions = counts / counts.sum().clamp_min(1.0)
     if running_fractions is not None:
@@ -84,8 +90,14 @@ def _ghmc(
         averaged = torch.where(running > 0, momentum * running + (1 - momentum) * fractions, fractions)
         fractions = torch.where(occupied, averaged, running)
     bin_weight = torch.where(occupied, (fractions * occupied.sum()).reciprocal(), 0.0)
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * bin_weight[bin_index]
-    return reduce_loss(mask(loss, valid), reduction, valid, targets=targets), fractions
+    weight = bin_weight.take(bin_index)
+    if valid is not None:
+        weight = weight.masked_fill_(~valid, 0.0)
+    # The weights as BCE's own weight: loss, reduction and gradient in one library kernel.
+    if reduction == "none":
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none"), fractions
+    summed = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+    return summed / denominator(reduction, weight, valid, targets=targets), fractions
 
 
 class GHMCLoss(nn.Module):

@@ -1,7 +1,8 @@
 """Losses that add the log class prior to the logits: balanced softmax and logit adjustment.
 
-Both call :func:`lit_imbalance.priors.adjust_logits`, the helper that also
-does post-hoc adjustment at prediction time.
+Both run the fused softmax kernel with the per-class shift ``tau * log_prior``,
+the shift :func:`lit_imbalance.priors.adjust_logits` applies (it also does
+post-hoc adjustment at prediction time), without materialising the shifted logits twice.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from lit_imbalance._checks import check_non_negative
 from lit_imbalance.losses._common import ClassCountsLoss, check_logits, check_reduction
-from lit_imbalance.losses.reweighted import cross_entropy
+from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.priors import adjust_logits
 from lit_imbalance.priors import log_prior as compute_log_prior
 
@@ -53,7 +54,10 @@ def logit_adjusted_loss(
     logits = check_logits(logits)
     check_non_negative("tau", tau)
     check_reduction(reduction)
-    return cross_entropy(adjust_logits(logits, log_prior, tau), target, ignore_index=ignore_index, reduction=reduction)
+    # The shift is adjust_logits of zero logits: the one definition of the adjustment, shared with
+    # post-hoc adjustment (and its shape check), applied to C numbers instead of to all N x C logits.
+    shift = adjust_logits(logits.new_zeros(1, logits.shape[1]), log_prior, tau).view(-1)
+    return fused_softmax_loss(logits, target, logit_shift=shift, reduction=reduction, ignore_index=ignore_index)
 
 
 def balanced_softmax_loss(

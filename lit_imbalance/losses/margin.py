@@ -13,9 +13,8 @@ from lit_imbalance.losses._common import (
     check_class_vector,
     check_logits,
     check_reduction,
-    class_index_target,
 )
-from lit_imbalance.losses.reweighted import cross_entropy
+from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.priors import positive_class_counts
 from lit_imbalance.weights import WEIGHT_SCHEMES, class_weights
 
@@ -79,12 +78,18 @@ def ldam_loss(
     check_positive("s", s)
     check_reduction(reduction)
     check_class_vector(margins, logits.shape[1], "margins")
-    safe_target, _ = class_index_target(logits, target, ignore_index)
-    index = safe_target.unsqueeze(1)
-    margin_of_target = margins.to(device=logits.device, dtype=logits.dtype)[index]
-    # s (x - margin_y one_hot(y)); the in-place scatter writes into the fresh product, not into logits.
-    scaled = (s * logits).scatter_add_(1, index, -s * margin_of_target)
-    return cross_entropy(scaled, target, weight, ignore_index=ignore_index, reduction=reduction)
+    if weight is not None:
+        check_class_vector(weight, logits.shape[1], "weight")
+    return fused_softmax_loss(
+        logits,
+        target,
+        target_margin=margins,
+        scale=s,
+        class_weight=weight,
+        weighted_mean=True,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
 
 
 class LDAMLoss(ClassCountsLoss):

@@ -12,8 +12,7 @@ from lit_imbalance.losses._common import (
     binary_targets,
     check_logits,
     check_reduction,
-    mask,
-    reduce_loss,
+    denominator,
 )
 
 
@@ -37,6 +36,11 @@ def ohem_loss(
       keeps nothing;
     * with ``top_k`` (Shrivastava et al., 2016): the ``top_k`` elements with the
       largest loss, positive or negative.
+
+    Selection ranks the losses computed once without autograd, and the kept
+    elements then enter ``binary_cross_entropy_with_logits`` as its weight, so
+    the loss, its reduction and its gradient are one library kernel and no
+    element-wise loss tensor is kept for backward.
 
     The selection carries no gradient. On the CPU it reads the number of
     negatives to keep and takes them with ``topk``; on other devices (and under
@@ -65,9 +69,15 @@ def ohem_loss(
         check_positive_int("top_k", top_k)
     check_reduction(reduction, SIGMOID_REDUCTIONS)
     targets, valid = binary_targets(logits, target, ignore_index)
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    keep = hard_examples(loss.detach(), targets, valid, neg_pos_ratio, top_k)
-    return reduce_loss(mask(loss, keep), reduction, keep, targets=targets)
+    with torch.no_grad():
+        scores = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    keep = hard_examples(scores, targets, valid, neg_pos_ratio, top_k)
+    # The kept elements as BCE's own weight: the loss, its reduction and its gradient in one kernel.
+    weight = keep.to(logits.dtype)
+    if reduction == "none":
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none")
+    summed = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+    return summed / denominator(reduction, weight, keep, targets=targets)
 
 
 def hard_examples(
@@ -83,26 +93,30 @@ def hard_examples(
     ``sync_free=None`` picks the host-sync-free sort everywhere but on the CPU
     outside ``torch.compile`` (see :func:`ohem_loss`).
     """
-    counted = torch.ones_like(loss, dtype=torch.bool) if valid is None else valid.expand_as(loss)
-    flat_loss, counted = loss.flatten(), counted.flatten()
+    flat_loss = loss.flatten()
+    ignored = None if valid is None else ~valid.expand_as(loss).flatten()
     if top_k is not None:
-        hardest = flat_loss.masked_fill(~counted, -torch.inf).topk(min(top_k, flat_loss.numel())).indices
-        keep = torch.zeros_like(counted).scatter_(0, hardest, True) & counted
-        return keep.view_as(loss)
-    positive = (targets.detach().flatten() > 0) & counted
-    negative = counted & ~positive
-    num_hard = (positive.sum() * neg_pos_ratio).floor()
-    negative_loss = flat_loss.masked_fill(~negative, -torch.inf)
+        scores = flat_loss if ignored is None else flat_loss.masked_fill(ignored, -torch.inf)
+        hardest = scores.topk(min(top_k, flat_loss.numel())).indices
+        keep = torch.zeros(flat_loss.shape, dtype=torch.bool, device=loss.device).index_fill_(0, hardest, True)
+        return (keep if ignored is None else keep & ~ignored).view_as(loss)
+    positive = targets.detach().flatten() > 0
+    if ignored is not None:
+        positive &= ~ignored
+    not_negative = positive if ignored is None else positive | ignored
+    num_positive = positive.sum()
+    num_hard = (num_positive * neg_pos_ratio).floor()
+    negative_loss = flat_loss.masked_fill(not_negative, -torch.inf)
     if sync_free is None:
         sync_free = flat_loss.device.type != "cpu" or torch.compiler.is_compiling()
     if sync_free:
         order = negative_loss.argsort(descending=True)
         rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-        hard = negative & (rank < num_hard)
-    else:  # reading the count is free on the CPU, and topk is several times faster than a full sort
-        count = int(torch.minimum(num_hard, negative.sum()).item())
-        hard = torch.zeros_like(negative).scatter_(0, negative_loss.topk(count).indices, True)
-    return (positive | hard).view_as(loss)
+        return (positive | (~not_negative & (rank < num_hard))).view_as(loss)
+    # Reading the count is free on the CPU, and topk is several times faster than a full sort.
+    num_counted = flat_loss.numel() if ignored is None else int((~ignored).sum())
+    count = min(int(num_hard), num_counted - int(num_positive))
+    return positive.index_fill_(0, negative_loss.topk(count).indices, True).view_as(loss)
 
 
 class OHEMLoss(nn.Module):

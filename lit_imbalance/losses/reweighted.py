@@ -6,6 +6,7 @@ Every class weight comes from :func:`lit_imbalance.weights.class_weights`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from lit_imbalance.losses._common import (
     per_class,
     reduce_loss,
 )
+from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses.focal import _sigmoid_focal, _softmax_focal
 from lit_imbalance.weights import NORMALIZATIONS, WEIGHT_SCHEMES, class_weights
 
@@ -62,9 +64,11 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> Tensor:
-    r"""Cross-entropy :math:`-w_y \log \mathrm{softmax}(x)_y`, computed by ``F.cross_entropy``.
+    r"""Cross-entropy :math:`-w_y \log \mathrm{softmax}(x)_y`.
 
-    Same values as ``F.cross_entropy`` (with ``weight``, ``"mean"`` is PyTorch's
+    Computed by the fused softmax kernel
+    (:func:`~lit_imbalance.losses._fused_softmax.fused_softmax_loss`), or by
+    ``F.cross_entropy`` with label smoothing. Same values as ``F.cross_entropy`` (with ``weight``, ``"mean"`` is PyTorch's
     weighted mean :math:`\sum_i w_{y_i} \ell_i / \sum_i w_{y_i}`), computed in
     fp32, with targets checked, and 0 instead of NaN for a batch whose targets
     are all ``ignore_index``.
@@ -84,6 +88,12 @@ def cross_entropy(
     logits = check_logits(logits)
     check_in_unit_interval("label_smoothing", label_smoothing)
     check_reduction(reduction)
+    if label_smoothing == 0.0:
+        if weight is not None:
+            check_class_vector(weight, logits.shape[1], "weight")
+        return fused_softmax_loss(
+            logits, target, class_weight=weight, weighted_mean=True, reduction=reduction, ignore_index=ignore_index
+        )
     loss, _, valid, sample_weight = _cross_entropy_terms(logits, target, weight, label_smoothing, ignore_index)
     return reduce_loss(loss, reduction, valid, weight=sample_weight)
 
@@ -151,11 +161,12 @@ def weighted_cross_entropy(
     check_reduction(reduction)
     if weight_by == "target":
         return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction)
-    loss, _, valid, _ = _cross_entropy_terms(logits, target, None, 0.0, ignore_index)
     check_class_vector(weight, logits.shape[1], "weight")
     predicted = logits.detach().argmax(1)
-    sample_weight = mask(weight.to(device=logits.device, dtype=logits.dtype)[predicted], valid)
-    return reduce_loss(loss * sample_weight, reduction, valid, weight=sample_weight)
+    sample_weight = weight.to(device=logits.device, dtype=logits.dtype)[predicted]
+    return fused_softmax_loss(
+        logits, target, sample_weight=sample_weight, weighted_mean=True, reduction=reduction, ignore_index=ignore_index
+    )
 
 
 class WeightedCrossEntropyLoss(ClassCountsLoss):
@@ -257,6 +268,12 @@ def cost_sensitive_loss(
     :math:`P(1|x) K_{10} > P(0|x) K_{01}`). The default cost matrix
     ``1 - eye(C)`` (every error costs 1) gives the weight :math:`1 - p_y`.
 
+    Runs on the fused softmax kernel. A matrix whose costs depend on the true
+    class only (zero diagonal, constant rows off it, the default included) is
+    a per-sample weight :math:`a_y (1 - p_y)` and costs about one CE; a general
+    matrix needs :math:`\sum_j \bar p_j K_{yj}`, one more pass over the
+    probabilities and an ``(N, C)`` gather of cost rows.
+
     Args:
         logits: ``(N, C)`` or ``(N, C, d1, ...)``.
         target: class indices, ``(N,)`` or ``(N, d1, ...)``.
@@ -272,22 +289,43 @@ def cost_sensitive_loss(
     """
     logits = check_logits(logits)
     check_reduction(reduction)
-    cost = None if cost_matrix is None else as_cost_matrix(cost_matrix, logits.shape[1])
-    return _cost_sensitive(logits, target, cost, ignore_index, reduction)
+    matrix = None if cost_matrix is None else as_cost_matrix(cost_matrix, logits.shape[1])
+    cost = None if matrix is None else error_costs(matrix)
+    return _cost_sensitive(logits, target, matrix, cost, ignore_index, reduction)
 
 
-def _cost_sensitive(logits: Tensor, target: Tensor, cost: Tensor | None, ignore_index: int, reduction: str) -> Tensor:
-    """:func:`cost_sensitive_loss` on a validated cost matrix (``None``: 0-1 cost)."""
+def _cost_sensitive(
+    logits: Tensor,
+    target: Tensor,
+    cost_matrix: Tensor | None,
+    cost: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+) -> Tensor:
+    """:func:`cost_sensitive_loss` on a validated matrix and its :func:`error_costs` form (``None``: 0-1 cost)."""
     num_classes = logits.shape[1]
     if cost is None:
-        cost = 1.0 - torch.eye(num_classes, device=logits.device, dtype=logits.dtype)
-    check_cost_shape(cost, num_classes)
-    safe_target, valid = class_index_target(logits, target, ignore_index)
-    log_probs = F.log_softmax(logits, dim=1)
-    ce = F.nll_loss(log_probs, target, ignore_index=ignore_index, reduction="none")
-    cost_rows = cost.to(device=logits.device, dtype=logits.dtype)[safe_target].movedim(-1, 1)
-    expected_cost = (log_probs.detach().exp() * cost_rows).sum(1)
-    return reduce_loss(expected_cost * ce, reduction, valid)
+        cost = logits.new_ones(num_classes)  # the 0-1 cost, in its O(N) form
+    else:
+        check_cost_shape(cost_matrix, num_classes)
+    return fused_softmax_loss(logits, target, cost=cost, reduction=reduction, ignore_index=ignore_index)
+
+
+def error_costs(cost: Tensor) -> Tensor:
+    """The cost matrix in the fused kernel's cheapest form: ``(C,)`` when it depends on the true class only.
+
+    A matrix with a zero diagonal and each row constant off it, ``K = a 1^T - diag(a)``,
+    gives the weight :math:`a_y (1 - p_y)` in O(N); any other matrix is kept
+    whole and costs one more pass over the probabilities.
+    """
+    num_classes = cost.shape[0]
+    if num_classes < 2:
+        return cost
+    # Row i's first off-diagonal cost (column 1 for row 0, else column 0); exact, no sum to round.
+    errors = cost[torch.arange(num_classes), (torch.arange(num_classes) == 0).long()]
+    if torch.equal(cost, errors.unsqueeze(1) * (1.0 - torch.eye(cost.shape[0], dtype=cost.dtype))):
+        return errors
+    return cost
 
 
 class CostSensitiveLoss(nn.Module):
@@ -314,12 +352,21 @@ class CostSensitiveLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.register_buffer("cost_matrix", None if cost_matrix is None else as_cost_matrix(cost_matrix))
+        # Derived once here, not per batch: checking the structure reads all C^2 costs.
+        self.register_buffer(
+            "kernel_cost", None if self.cost_matrix is None else error_costs(self.cost_matrix), persistent=False
+        )
         self.ignore_index = ignore_index
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = check_logits(logits)
-        return _cost_sensitive(logits, target, self.cost_matrix, self.ignore_index, self.reduction)
+        return _cost_sensitive(logits, target, self.cost_matrix, self.kernel_cost, self.ignore_index, self.reduction)
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+        if self.cost_matrix is not None:  # a loaded matrix replaces the one the kernel form came from
+            self.kernel_cost = error_costs(self.cost_matrix.cpu()).to(self.cost_matrix.device)
 
 
 def class_balanced_loss(
@@ -384,8 +431,7 @@ def _class_balanced(
     if base == "focal":
         return _softmax_focal(logits, target, gamma, weight, ignore_index, reduction)
     if base == "softmax":
-        loss, _, valid, _ = _cross_entropy_terms(logits, target, weight, 0.0, ignore_index)
-        return reduce_loss(loss, reduction, valid)
+        return fused_softmax_loss(logits, target, class_weight=weight, reduction=reduction, ignore_index=ignore_index)
     targets, valid = binary_targets(logits, target, ignore_index)
     row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
     if base == "sigmoid":

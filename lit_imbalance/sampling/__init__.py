@@ -8,7 +8,9 @@ without loading its inputs) and yields dataset indices for one epoch:
   ``"effective"``) or by a per-sample weight tensor;
 * :class:`ClassAwareSampler`: every class equally often, uniform within a class;
 * :class:`UnderSampler` / :class:`OverSampler`: imbalanced-learn's
-  ``sampling_strategy``, with a new under-sample every epoch.
+  ``sampling_strategy``, with a new under-sample every epoch;
+* :class:`ProgressivelyBalancedSampler`: class probabilities moving from the
+  data's to uniform over ``num_epochs`` (Kang et al., 2020).
 
 All of them:
 
@@ -37,6 +39,7 @@ Example:
 """
 
 from lit_imbalance.sampling.base import EpochSampler
+from lit_imbalance.sampling.progressive import ProgressivelyBalancedSampler
 from lit_imbalance.sampling.quota import ClassAwareSampler, OverSampler, QuotaSampler, UnderSampler
 from lit_imbalance.sampling.strategy import resampling_targets
 from lit_imbalance.sampling.weighted import WeightedSampler
@@ -45,6 +48,7 @@ __all__ = [
     "ClassAwareSampler",
     "EpochSampler",
     "OverSampler",
+    "ProgressivelyBalancedSampler",
     "QuotaSampler",
     "UnderSampler",
     "WeightedSampler",

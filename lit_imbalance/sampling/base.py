@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -34,6 +34,12 @@ CHUNK = 4096
 # Independent random streams, told apart by the SeedSequence spawn key.
 EPOCH_STREAM = 0
 CLASS_CYCLE_STREAM = 1
+
+# Epochs of i.i.d. draws come in blocks of this many positions, block b drawn from a generator
+# keyed by (seed, epoch, b): any part of an epoch is drawn without the rest, so an epoch streams
+# in memory bounded by one block, whatever the dataset size, and the draw does not depend on how
+# (or by how many ranks) it is read. 2^20 keeps a block's arrays in the L2/L3 caches' reach.
+BLOCK = 1 << 20
 
 
 def resolve_labels(labels: Labels) -> torch.Tensor:
@@ -92,7 +98,11 @@ class EpochSampler(DistributedSampler):
 
     Subclasses implement :meth:`draw` (the global epoch as a numpy integer
     array, from a generator keyed by ``(seed, epoch)``), :attr:`epoch_size`
-    and :meth:`compute_expected_class_counts`.
+    and :meth:`compute_expected_class_counts`. Samplers whose epoch is i.i.d.
+    draws set ``streamed = True`` and implement :meth:`draw_block` instead of
+    :meth:`draw`: the epoch is then the concatenation of blocks of ``BLOCK``
+    positions, and iterating holds one block at a time (bounded memory at any
+    dataset size).
 
     It subclasses :class:`~torch.utils.data.DistributedSampler` so that
     Lightning (``use_distributed_sampler=True``, the default) leaves it in place
@@ -169,6 +179,13 @@ class EpochSampler(DistributedSampler):
         """Per-class expected number of draws in one global epoch, float64, shape ``(C,)``."""
         raise NotImplementedError
 
+    #: Whether the epoch is drawn block by block with :meth:`draw_block`.
+    streamed: bool = False
+
+    def draw_block(self, rng: np.random.Generator, epoch: int, size: int) -> np.ndarray:
+        """``size`` dataset indices: one block of a streamed epoch, from ``rng`` keyed by ``(seed, epoch, block)``."""
+        raise NotImplementedError
+
     # -- the public surface ------------------------------------------------------------------
 
     @property
@@ -233,14 +250,36 @@ class EpochSampler(DistributedSampler):
         return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
-        shard = self._shard(self._global_epoch(self.epoch))
+        parts = self._streamed_shard(self.epoch) if self.streamed else self._shard(self._global_epoch(self.epoch))
         # chain.from_iterable pulls ints from each chunk's list at C speed: no
         # Python frame per index, which is what makes 10M indices cheap.
-        return itertools.chain.from_iterable(chunk.tolist() for chunk in _chunks(shard))
+        return itertools.chain.from_iterable(chunk.tolist() for chunk in _chunks(parts))
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _block(self, epoch: int, block: int) -> np.ndarray:
+        size = min(BLOCK, self.epoch_size - block * BLOCK)
+        return self.draw_block(stream(self.seed, EPOCH_STREAM, epoch, block), epoch, size)
+
+    def _streamed_shard(self, epoch: int) -> Iterator[np.ndarray]:
+        """This rank's positions ``rank, rank + R, ...`` of a streamed epoch, one block at a time."""
+        replicas, rank, size, total = self.num_replicas, self.rank, self.num_samples, self.epoch_size
+        if rank >= replicas:
+            fail("rank", f"an integer in [0, {replicas - 1}] (num_replicas={replicas})", rank)
+        end = min(size * replicas, total)  # positions past the epoch wrap around (below)
+        for block in range(-(-end // BLOCK)):
+            start = block * BLOCK
+            first = start + (rank - start) % replicas
+            if first < min(start + BLOCK, end):
+                yield self._block(epoch, block)[first - start : end - start : replicas]
+        last = rank + (size - 1) * replicas
+        if last >= total:  # only without drop_last, and only the last position: see _shard
+            wrapped = last % total
+            yield self._block(epoch, wrapped // BLOCK)[wrapped % BLOCK : wrapped % BLOCK + 1]
+
     def _global_epoch(self, epoch: int) -> np.ndarray:
+        if self.streamed:
+            return np.concatenate([self._block(epoch, block) for block in range(-(-self.epoch_size // BLOCK))])
         indices = self.draw(stream(self.seed, EPOCH_STREAM, epoch), epoch)
         if indices.shape != (self.epoch_size,):  # a subclass bug, not a user error
             raise AssertionError(f"draw() returned {indices.shape[0]} indices, expected {self.epoch_size}")
@@ -260,7 +299,7 @@ class EpochSampler(DistributedSampler):
         return [main, indices[wrapped : wrapped + 1]]
 
 
-def _chunks(parts: list[np.ndarray]) -> Iterator[np.ndarray]:
+def _chunks(parts: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     for part in parts:
         for start in range(0, part.size, CHUNK):
             yield part[start : start + CHUNK]

@@ -9,11 +9,6 @@ from lit_imbalance._checks import check_choice, check_positive_int, fail
 from lit_imbalance.sampling.base import EpochSampler, Labels, class_sorted_index, index_dtype, resolve_labels
 from lit_imbalance.weights import WEIGHT_SCHEMES, WeightScheme, class_weights
 
-# Per-sample inverse-CDF draws search the CDF for sorted targets, this many at a
-# time: sorted targets walk the CDF's cache lines in order, where unsorted ones
-# miss the cache ~20 times each (40x slower at 10M); the slices keep the int64
-# search results small at 10^8 draws.
-SEARCH_SLICE = 1 << 20
 
 
 class WeightedSampler(EpochSampler):
@@ -31,11 +26,15 @@ class WeightedSampler(EpochSampler):
     :class:`~lit_imbalance.sampling.base.EpochSampler`) and draws 10M indices
     several times faster:
 
-    * class weights, with replacement: the per-class counts of the epoch are
-      one multinomial over ``C`` classes, the samples within each class are
-      uniform, then the epoch is shuffled. Exactly ``num_samples`` i.i.d. draws.
+    * class weights, with replacement: each draw is a class (inverse CDF over
+      the ``C`` class masses) and a uniform sample of it. Exactly
+      ``num_samples`` i.i.d. draws, streamed: the epoch is drawn in blocks of
+      ``BLOCK`` (see :class:`~lit_imbalance.sampling.base.EpochSampler`), so
+      iterating it holds one block, at any dataset size.
     * per-sample weights, with replacement: inverse CDF on a float64 cumulative
-      sum, searched with sorted uniform draws (cache-friendly), then shuffled.
+      sum, searched with a block's uniform draws sorted (sorted targets walk
+      the CDF's cache lines in order, unsorted ones miss ~20 times each), then
+      the block is shuffled. Streamed the same way.
     * without replacement (either kind): Efraimidis–Spirakis sampling, i.e. the
       ``num_samples`` smallest keys ``E_i / w_i`` with ``E_i ~ Exp(1)``, served in
       a random order. Samples of weight 0 are never drawn. When ``num_samples``
@@ -70,7 +69,7 @@ class WeightedSampler(EpochSampler):
         tensor([50., 50.], dtype=torch.float64)
         >>> indices = list(sampler)
         >>> len(indices), labels[indices].bincount().tolist()
-        (100, [42, 58])
+        (100, [49, 51])
     """
 
     def __init__(
@@ -102,6 +101,7 @@ class WeightedSampler(EpochSampler):
             self._class_mass = self.sample_class_weights * counts
             self._sorted = class_sorted_index(labels, self.num_classes)
             self._offsets = np.cumsum(counts) - counts
+            self._class_sampler = ClassThenSample(self._class_mass, counts, self._sorted)
             num_positive = int(counts[self.sample_class_weights > 0].sum())
         else:
             self.scheme = None
@@ -128,11 +128,19 @@ class WeightedSampler(EpochSampler):
     def epoch_size(self) -> int:
         return self._epoch_size
 
+    @property
+    def streamed(self) -> bool:  # type: ignore[override]
+        return self.replacement
+
+    def draw_block(self, rng: np.random.Generator, epoch: int, size: int) -> np.ndarray:
+        if self.scheme is not None:
+            return self._class_sampler(rng, size)
+        return self._draw_by_cdf(rng, size)
+
     def draw(self, rng: np.random.Generator, epoch: int) -> np.ndarray:
         if self.scheme is not None:
-            return self._draw_by_class(rng)
-        if self.replacement:
-            return self._draw_by_cdf(rng)
+            weights = np.repeat(self.sample_class_weights, self.class_counts.numpy())
+            return self._draw_without_replacement(rng, weights, positions=self._sorted)
         return self._draw_without_replacement(rng, self._sample_weights, positions=None)
 
     def compute_expected_class_counts(self) -> torch.Tensor:
@@ -153,32 +161,13 @@ class WeightedSampler(EpochSampler):
 
     # -- draws -------------------------------------------------------------------------------
 
-    def _draw_by_class(self, rng: np.random.Generator) -> np.ndarray:
-        counts = self.class_counts.numpy()
-        if not self.replacement:
-            weights = np.repeat(self.sample_class_weights, counts)
-            return self._draw_without_replacement(rng, weights, positions=self._sorted)
-        per_class = rng.multinomial(self._epoch_size, self._class_mass / self._class_mass.sum())
-        positions = np.empty(self._epoch_size, dtype=self._dtype)
-        start = 0
-        for cls in np.flatnonzero(per_class):
-            stop = start + per_class[cls]
-            low = self._offsets[cls]
-            positions[start:stop] = rng.integers(low, low + counts[cls], size=per_class[cls], dtype=self._dtype)
-            start = stop
-        indices = self._sorted[positions]
-        rng.shuffle(indices)
-        return indices
-
-    def _draw_by_cdf(self, rng: np.random.Generator) -> np.ndarray:
-        targets = rng.random(self._epoch_size)
+    def _draw_by_cdf(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        targets = rng.random(size)
         targets.sort()
         targets *= self._cdf[-1]
-        indices = np.empty(self._epoch_size, dtype=self._dtype)
-        for start in range(0, self._epoch_size, SEARCH_SLICE):
-            found = np.searchsorted(self._cdf, targets[start : start + SEARCH_SLICE], side="right")
-            # Rounding can put a target on the CDF's last value: never past the last drawable sample.
-            indices[start : start + found.size] = np.minimum(found, self._last_positive)
+        found = np.searchsorted(self._cdf, targets, side="right")
+        # Rounding can put a target on the CDF's last value: never past the last drawable sample.
+        indices = np.minimum(found, self._last_positive).astype(self._dtype, copy=False)
         rng.shuffle(indices)  # the draws came out sorted by index
         return indices
 
@@ -196,6 +185,32 @@ class WeightedSampler(EpochSampler):
         indices = (positions[chosen] if positions is not None else chosen).astype(self._dtype, copy=False)
         rng.shuffle(indices)
         return indices
+
+
+class ClassThenSample:
+    """I.i.d. draws of a class by its mass, then of a uniform sample of that class.
+
+    Shared by the weighted (fixed masses) and progressively-balanced (masses
+    per epoch) samplers. ``sorted_index`` lists the samples grouped by class
+    (:func:`~lit_imbalance.sampling.base.class_sorted_index`).
+    """
+
+    def __init__(self, class_mass: np.ndarray, counts: np.ndarray, sorted_index: np.ndarray) -> None:
+        mass = np.where(counts > 0, np.asarray(class_mass, dtype=np.float64), 0.0)
+        self.cdf = np.cumsum(mass / mass.sum())
+        self.last_class = int(np.flatnonzero(mass > 0)[-1])
+        self.counts = counts.astype(np.float64)
+        self.offsets = (np.cumsum(counts) - counts).astype(np.int64)
+        self.sorted_index = sorted_index
+
+    def __call__(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        classes = np.searchsorted(self.cdf, rng.random(size), side="right")
+        np.minimum(classes, self.last_class, out=classes)  # rounding: the CDF may end just below 1
+        # offset + floor(u * n_c): a uniform position within the class (u < 1, so never past its end).
+        within = rng.random(size)
+        within *= self.counts[classes]
+        positions = self.offsets[classes] + within.astype(np.int64)
+        return self.sorted_index[positions]
 
 
 def _sample_weights(weights: torch.Tensor | np.ndarray, size: int) -> np.ndarray:

@@ -1,0 +1,267 @@
+r"""One fused kernel for the whole softmax family: loss and closed-form gradient, eager ops only.
+
+Every softmax loss of the catalogue is one case of
+
+.. math::
+    z = s\,(x + b - \Delta_y e_y), \qquad
+    \ell(x, y) = w\;\kappa\;(1 - p_y)^\gamma\,(-\log p_y), \qquad p = \mathrm{softmax}(z),
+
+with a per-class logit shift :math:`b` (logit adjustment :math:`\tau \log\pi`,
+balanced softmax :math:`\log\pi`), a per-class margin :math:`\Delta` taken off
+the target logit only and a scale :math:`s` (LDAM), a per-sample weight
+:math:`w` (class weights :math:`w_{y}`: weighted CE, class-balanced, DRW,
+focal :math:`\alpha`; and any per-sample weights, e.g. weighting by the
+predicted class), an expected-cost weight :math:`\kappa = \sum_j \bar p_j K_{yj}`
+without gradient (cost-sensitive) and the focal modulation :math:`\gamma`.
+
+The gradient is CE's, scaled per sample. With :math:`L = -\log p_y` and
+:math:`q = 1 - p_y`:
+
+.. math::
+    \frac{\partial \ell}{\partial x} = s\, w\,\kappa\, q^\gamma
+    \Big(1 + \gamma\, p_y \frac{L}{q}\Big)\,(p - e_y),
+
+where :math:`L / q \in [1, \infty)` only grows like :math:`L` while
+:math:`p_y = e^{-L}` falls faster, so the factor stays bounded as
+:math:`q \to 0` (where the chain rule through :math:`q^\gamma` would multiply
+an infinity by zero) and as :math:`p_y \to 0`.
+
+Why it is fast: the forward is one ``log_softmax`` (written in place over the
+shifted logits when there is a shift) plus O(N) work on the target column,
+read and written through flat indices (``index_select`` / ``index_put_``; a
+``gather`` or ``scatter_add`` along dim 1 costs as much as a full pass on the
+CPU). Backward is one ``exp`` of the saved log-probabilities and one in-place
+row scaling. That is fewer full passes and fewer ``(N, C)`` buffers than
+``F.cross_entropy`` itself, whose backward materialises a one-hot gradient
+before the ``log_softmax`` backward. No ``torch.compile``: nothing here needs
+it, so the stale-hyper-parameter hazard of compiled graphs cannot arise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lit_imbalance._checks import check_positive, fail
+from lit_imbalance.losses._common import (
+    TINY,
+    check_class_vector,
+    check_gamma,
+    check_logits,
+    check_reduction,
+    class_index_target_or_all,
+    denominator,
+    focal_modulation,
+    per_class,
+)
+
+
+LOG_PROBABILITY_FLOOR = {dtype: 0.5 * math.log(torch.finfo(dtype).tiny) for dtype in (torch.float32, torch.float64)}
+
+
+def fused_softmax_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    logit_shift: Tensor | None = None,
+    target_margin: Tensor | None = None,
+    scale: float = 1.0,
+    class_weight: Tensor | None = None,
+    sample_weight: Tensor | None = None,
+    cost: Tensor | None = None,
+    gamma: float = 0.0,
+    weighted_mean: bool = False,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> Tensor:
+    r"""Softmax cross-entropy with every re-weighting and logit adjustment of the catalogue, fused.
+
+    Computes :math:`\ell = w\,\kappa\,(1 - p_y)^\gamma (-\log p_y)` on
+    :math:`z = s (x + b - \Delta_y e_y)` (see the module docstring) and its
+    gradient in one pass; backward only scales the saved log-probabilities.
+    Computed in fp32 for fp16/bf16 logits (fp64 stays fp64). The
+    hyper-parameter tensors carry no gradient.
+
+    Args:
+        logits: ``(N, C)`` or ``(N, C, d1, ...)``.
+        target: class indices ``(N,)`` or ``(N, d1, ...)``.
+        logit_shift: ``(C,)`` per-class shift :math:`b` added to every logit
+            before the softmax (e.g. :math:`\tau \log \pi`).
+        target_margin: ``(C,)`` margins :math:`\Delta`; :math:`\Delta_y` is
+            subtracted from the target logit only.
+        scale: :math:`s > 0`, applied after shift and margin.
+        class_weight: ``(C,)`` non-negative weights; sample ``i`` gets :math:`w_{y_i}`.
+        sample_weight: non-negative weights shaped like ``target``, multiplied in.
+        cost: the expected-cost weight :math:`\kappa`, without gradient: a
+            ``(C, C)`` matrix ``cost[true, predicted]`` gives
+            :math:`\sum_j \bar p_j K_{yj}`; a ``(C,)`` vector :math:`a` (the
+            matrix :math:`a_y` off the diagonal, 0 on it) gives
+            :math:`a_y (1 - \bar p_y)` in O(N).
+        gamma: focal :math:`\gamma \ge 0`; 0 gives (weighted) cross-entropy.
+        weighted_mean: ``"mean"`` divides by the sum of :math:`w` over the
+            non-ignored samples (``F.cross_entropy``'s convention for class
+            weights) instead of their number.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per sample, shaped like ``target``).
+        ignore_index: target value that contributes no loss and no gradient.
+
+    Returns:
+        The loss, fp32 (fp64 for fp64 logits).
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> x, y = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+        >>> fused_softmax_loss(x, y), F.cross_entropy(x, y)
+        (tensor(0.8606), tensor(0.8606))
+        >>> fused_softmax_loss(x, y, gamma=2.0)   # softmax focal loss
+        tensor(0.4838)
+        >>> fused_softmax_loss(x, y, logit_shift=torch.tensor([0.0, 0.0, 1.0]))  # == CE on shifted logits
+        tensor(0.5508)
+        >>> F.cross_entropy(x + torch.tensor([0.0, 0.0, 1.0]), y)
+        tensor(0.5508)
+    """
+    logits = check_logits(logits)
+    check_reduction(reduction)
+    gamma = check_gamma(gamma)
+    scale = check_positive("scale", scale)
+    if not isinstance(weighted_mean, bool):
+        fail("weighted_mean", "a bool", weighted_mean)
+    safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
+    num_classes = logits.shape[1]
+
+    def class_vector(values: Tensor | None, name: str) -> Tensor | None:
+        if values is None:
+            return None
+        if not isinstance(values, Tensor) or values.requires_grad:
+            fail(name, "a tensor without gradient (a hyper-parameter)", values)
+        check_class_vector(values, num_classes, name)
+        return values.to(device=logits.device, dtype=logits.dtype)
+
+    shift = class_vector(logit_shift, "logit_shift")
+    margin = class_vector(target_margin, "target_margin")
+    weights = class_vector(class_weight, "class_weight")
+
+    # Per-sample weight w: class weight of the target times the sample weight, 0 where ignored;
+    # None when every sample weighs 1, so that plain CE runs no per-sample pass at all.
+    weight = None if weights is None else weights[safe_target]
+    if sample_weight is not None:
+        if not isinstance(sample_weight, Tensor) or sample_weight.shape != target.shape or sample_weight.requires_grad:
+            fail("sample_weight", f"a tensor without gradient of the target's shape {tuple(target.shape)}", sample_weight)
+        sample_weight = sample_weight.to(device=logits.device, dtype=logits.dtype)
+        weight = sample_weight if weight is None else weight * sample_weight
+    if valid is not None:
+        weight = valid.to(logits.dtype) if weight is None else torch.where(valid, weight, 0.0)
+    if cost is not None:
+        if not isinstance(cost, Tensor) or cost.requires_grad or cost.shape not in {
+            (num_classes,),
+            (num_classes, num_classes),
+        }:
+            fail("cost", f"a ({num_classes},) or ({num_classes}, {num_classes}) tensor without gradient", cost)
+        cost = cost.to(device=logits.device, dtype=logits.dtype)
+    return _FusedSoftmaxFunction.apply(
+        logits, safe_target, weight, valid, weighted_mean, shift, margin, scale, cost, gamma, reduction
+    )
+
+
+def flat_target_index(shape: torch.Size, target: Tensor) -> Tensor:
+    """Positions of ``logits[n, target[n, ...], ...]`` in the flattened contiguous ``(N, C, d1, ...)`` logits."""
+    num_classes = shape[1]
+    inner = math.prod(shape[2:])
+    if inner == 1:
+        return torch.arange(0, target.numel() * num_classes, num_classes, device=target.device).add_(target)
+    position = torch.arange(target.numel(), device=target.device)
+    # n * C * D + y * D + d, with position = n * D + d.
+    return (position // inner).mul_((num_classes - 1) * inner).add_(position).add_(target.reshape(-1), alpha=inner)
+
+
+def _expected_cost(cost: Tensor, log_probs: Tensor, target: Tensor, log_p_target: Tensor) -> Tensor:
+    """The cost weight :math:`\\kappa` from the (detached) probabilities; see :func:`fused_softmax_loss`."""
+    if cost.ndim == 1:
+        return cost[target].mul_(torch.expm1(log_p_target)).neg_()  # a_y (1 - p_y)
+    # cost[y] per sample, along dim 1 like the logits: one extra pass, only for a full cost matrix.
+    rows = cost[target].movedim(-1, 1)
+    return torch.linalg.vecdot(log_probs.exp(), rows, dim=1)
+
+
+class _FusedSoftmaxFunction(torch.autograd.Function):
+    """Forward: log-softmax and the per-sample gradient factor; backward: ``exp`` and one row scaling."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        valid: Tensor | None,
+        weighted_mean: bool,
+        shift: Tensor | None,
+        margin: Tensor | None,
+        scale: float,
+        cost: Tensor | None,
+        gamma: float,
+        reduction: str,
+    ) -> Tensor:
+        x = logits.contiguous()
+        index = flat_target_index(x.shape, target)
+        if shift is None and margin is None and scale == 1.0:
+            log_probs = torch.log_softmax(x, 1)
+        else:
+            if shift is not None:
+                z = torch.add(per_class(shift * scale, x), x, alpha=scale)  # s b + s x, one pass
+            else:
+                z = x * scale
+            if margin is not None:
+                z.view(-1).index_add_(0, index, margin[target].reshape(-1), alpha=-scale)
+            # In place over z: a row is read before it is written, and z is ours, so no second buffer.
+            log_probs = torch.log_softmax(z, 1, out=z)
+        log_p_target = log_probs.view(-1).index_select(0, index).view_as(target)  # log p_y <= 0
+        if scale != 1.0:
+            # Scaled logits (LDAM's s = 30) put most probabilities far below the smallest normal
+            # float, and exp() and the row scaling in backward run ~30x slower on subnormals. A
+            # floor of sqrt(tiny) on p (1e-19 in fp32, 1e-154 in fp64) keeps p and p * factor
+            # normal; it moves a gradient entry by at most that much times the sample's factor.
+            log_probs.clamp_min_(LOG_PROBABILITY_FLOOR[log_probs.dtype])
+        factor = weight  # the loss's per-sample factor (None: 1); nothing below writes into weight
+        if cost is not None:
+            expected_cost = _expected_cost(cost, log_probs, target, log_p_target)
+            factor = expected_cost if factor is None else factor * expected_cost
+        grad_factor = factor
+        if gamma > 0:
+            one_minus_p = torch.expm1(log_p_target).neg_()
+            modulation = focal_modulation(one_minus_p, gamma)
+            factor = modulation if factor is None else factor * modulation
+            # d/dx of q^gamma L is q^gamma (1 + gamma p_y L / q)(p - e_y); q clamped as in focal_modulation.
+            chain = torch.exp(log_p_target).mul_(log_p_target).div_(one_minus_p.clamp_min_(TINY))
+            grad_factor = chain.mul_(-gamma).add_(1.0).mul_(factor)
+        if reduction == "none":
+            loss = log_p_target.neg() if factor is None else torch.mul(log_p_target, factor).neg_()
+            ctx.multiplier = scale
+        else:
+            if factor is None:
+                summed = log_p_target.sum()
+            else:
+                summed = torch.dot(log_p_target.reshape(-1), factor.reshape(-1))
+            total = denominator(reduction, log_p_target, valid, weight if weighted_mean else None)
+            loss = summed.neg_() / total
+            ctx.multiplier = scale / total
+        ctx.save_for_backward(log_probs, index, grad_factor)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        log_probs, index, grad_factor = ctx.saved_tensors  # type: ignore[attr-defined]
+        row = grad_output * ctx.multiplier  # type: ignore[attr-defined]
+        if grad_factor is not None:
+            row = grad_factor * row
+        # exp() makes a new buffer, so backward can run again on a retained graph (gradcheck does).
+        grad = torch.exp(log_probs)
+        if row.ndim == 0:  # a reduced loss without per-sample factors: one scalar for every row
+            grad.mul_(row)
+            row = row.expand(index.shape)
+        else:
+            grad.mul_(row.unsqueeze(1))
+        grad.view(-1).index_add_(0, index, row.reshape(-1), alpha=-1)  # - e_y
+        return (grad, *[None] * 10)

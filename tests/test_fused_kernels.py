@@ -1,0 +1,272 @@
+"""The fused softmax kernel against the formulas written out here, differentiated by autograd.
+
+Every softmax loss of the catalogue runs on ``fused_softmax_loss``; these tests
+pin its values and gradients (float64, gradcheck), its half-precision
+numerics, segmentation shapes, ``ignore_index`` and every reduction, and that
+each loss really takes the fused path.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_imbalance import losses
+from lit_imbalance.losses import _fused_softmax
+from lit_imbalance.losses._fused_softmax import fused_softmax_loss
+
+C = 5
+COUNTS = [60, 25, 9, 4, 2]
+
+
+def reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    logit_shift=None,
+    target_margin=None,
+    scale=1.0,
+    class_weight=None,
+    sample_weight=None,
+    cost=None,
+    gamma=0.0,
+    weighted_mean=False,
+    reduction="mean",
+    ignore_index=-100,
+) -> torch.Tensor:
+    """The textbook formula: one-hot margin, log-softmax by max-shift, weights multiplied in."""
+    valid = y != ignore_index
+    safe = torch.where(valid, y, 0)
+    one_hot = torch.nn.functional.one_hot(safe, x.shape[1]).movedim(-1, 1).to(x.dtype)
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    z = x
+    if logit_shift is not None:
+        z = z + logit_shift.view(view)
+    if target_margin is not None:
+        z = z - one_hot * target_margin[safe].unsqueeze(1)
+    z = scale * z
+    shifted = z - z.max(1, keepdim=True).values
+    log_probs = shifted - shifted.exp().sum(1, keepdim=True).log()
+    ce = -(log_probs * one_hot).sum(1)
+    p_true = torch.exp(-ce)
+    loss = (1 - p_true) ** gamma * ce
+    weight = valid.to(x.dtype)
+    if class_weight is not None:
+        weight = weight * class_weight[safe]
+    if sample_weight is not None:
+        weight = weight * sample_weight
+    probs = log_probs.detach().exp()
+    if cost is not None and cost.ndim == 1:
+        loss = loss * cost[safe] * (1 - probs.mul(one_hot).sum(1))
+    elif cost is not None:
+        loss = loss * (probs * cost[safe].movedim(-1, 1)).sum(1)
+    loss = loss * weight
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / (weight.sum() if weighted_mean else valid.sum())
+
+
+def options() -> dict[str, dict]:
+    generator = torch.Generator().manual_seed(11)
+    rand = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    return {
+        "ce": {},
+        "class_weight_weighted_mean": {"class_weight": rand(C) + 0.1, "weighted_mean": True},
+        "focal_gamma_0.5": {"gamma": 0.5},
+        "focal_gamma_2_alpha": {"gamma": 2.0, "class_weight": rand(C)},
+        "logit_adjusted": {"logit_shift": torch.log(torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS))},
+        "ldam_drw": {"target_margin": rand(C) * 0.5, "scale": 4.0, "class_weight": rand(C), "weighted_mean": True},
+        "cost_vector": {"cost": rand(C) * 3},
+        "cost_matrix": {"cost": rand(C, C) * 3},
+        "sample_weight_focal": {"sample_weight": "per-sample", "gamma": 1.0, "weighted_mean": True},
+        "everything": {
+            "logit_shift": rand(C),
+            "target_margin": rand(C),
+            "scale": 2.0,
+            "class_weight": rand(C),
+            "sample_weight": "per-sample",
+            "gamma": 1.5,
+        },
+        "everything_and_cost": {
+            "logit_shift": rand(C),
+            "target_margin": rand(C),
+            "scale": 2.0,
+            "class_weight": rand(C),
+            "sample_weight": "per-sample",
+            "cost": rand(C, C),
+            "gamma": 1.5,
+            "weighted_mean": True,
+        },
+    }
+
+
+OPTIONS = options()
+SHAPES = [(12, C), (3, C, 2, 4)]
+
+
+def batch(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=generator, dtype=torch.float64) * 3
+    y = torch.randint(0, C, shape[:1] + shape[2:], generator=generator)
+    y.view(-1)[::4] = -100
+    return x, y
+
+
+def resolve(kwargs: dict, y: torch.Tensor) -> dict:
+    if kwargs.get("sample_weight") == "per-sample":
+        generator = torch.Generator().manual_seed(5)
+        kwargs = {**kwargs, "sample_weight": torch.rand(y.shape, generator=generator, dtype=torch.float64)}
+    return kwargs
+
+
+def values_and_grads(function, x, y, kwargs, reduction):
+    leaf = x.clone().requires_grad_()
+    value = function(leaf, y, reduction=reduction, **kwargs)
+    # A non-uniform upstream gradient, so "none" checks every sample's own factor.
+    upstream = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).view_as(value)
+    (value * upstream).sum().backward()
+    return value.detach(), leaf.grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["NC", "NCd1d2"])
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_values_and_gradients_equal_the_formula(case: str, shape, reduction: str) -> None:
+    x, y = batch(shape)
+    kwargs = resolve(OPTIONS[case], y)
+    got = values_and_grads(fused_softmax_loss, x, y, kwargs, reduction)
+    expected = values_and_grads(reference, x, y, kwargs, reduction)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    ignored = (y == -100).unsqueeze(1).expand_as(x)
+    assert got[1][ignored].abs().max() == 0  # ignored samples get no gradient
+
+
+# The expected-cost weight is stop-gradient by definition (cost_sensitive_loss), so finite
+# differences of the value do not give its gradient; the formula test above covers it.
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("case", [name for name, kwargs in OPTIONS.items() if "cost" not in kwargs])
+def test_gradcheck_float64(case: str, reduction: str) -> None:
+    x, y = batch((6, C, 2), seed=3)
+    kwargs = resolve(OPTIONS[case], y)
+    assert torch.autograd.gradcheck(lambda z: fused_softmax_loss(z, y, reduction=reduction, **kwargs), (x.requires_grad_(),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_half_precision_at_plus_minus_100_is_finite_fp32_and_equals_the_upcast(case: str, dtype) -> None:
+    x = torch.tensor([[100.0, -100.0, 0.0, -100.0, 100.0], [-100.0] * 5, [100.0, 100.0, -100.0, 0.0, 0.0]])
+    x = x.repeat(3, 1).to(dtype)
+    y = torch.tensor([0, 1, 2, 4, 3, 2, 1, 0, 3])
+    kwargs = resolve({k: v.float() if isinstance(v, torch.Tensor) else v for k, v in OPTIONS[case].items()}, y)
+    kwargs = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    leaf = x.clone().requires_grad_()
+    value = fused_softmax_loss(leaf, y, **kwargs)
+    value.backward()
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert leaf.grad.dtype == dtype and torch.isfinite(leaf.grad.float()).all()
+    upcast = x.float().requires_grad_()
+    expected = fused_softmax_loss(upcast, y, **kwargs)
+    expected.backward()
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(leaf.grad.float(), upcast.grad.to(dtype).float())
+
+
+def test_large_scale_floor_moves_gradients_by_less_than_the_floor() -> None:
+    """LDAM's s=30 on raw logits: probabilities below sqrt(tiny) are floored for speed, nothing else moves."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(64, C, generator=generator) * 5
+    y = torch.randint(0, C, (64,), generator=generator)
+    margin = torch.rand(C, generator=generator)
+    got = values_and_grads(fused_softmax_loss, x, y, {"target_margin": margin, "scale": 30.0}, "mean")
+    expected = values_and_grads(reference, x.double(), y, {"target_margin": margin.double(), "scale": 30.0}, "mean")
+    torch.testing.assert_close(got[0].double(), expected[0], rtol=1e-6, atol=0)
+    assert (got[1].double() - expected[1]).abs().max() < 1e-6
+
+
+def test_all_ignored_gives_zero_loss_and_gradient() -> None:
+    x = torch.randn(4, C, requires_grad=True)
+    value = fused_softmax_loss(x, torch.full((4,), -100), gamma=2.0, class_weight=torch.ones(C), weighted_mean=True)
+    value.backward()
+    assert value.item() == 0.0 and x.grad.abs().max() == 0
+
+
+def test_ignore_index_inside_the_class_range() -> None:
+    x, y = batch((10, C), seed=8)
+    y = y.clamp_min(0)
+    keep = y != 2
+    got = fused_softmax_loss(x, y, ignore_index=2, gamma=1.0)
+    assert got.item() == pytest.approx(fused_softmax_loss(x[keep], y[keep], gamma=1.0).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"logit_shift": torch.zeros(3)}, "`logit_shift` to be 5 values"),
+        ({"target_margin": torch.zeros(C, requires_grad=True)}, "`target_margin` to be a tensor without gradient"),
+        ({"class_weight": torch.ones(2)}, "`class_weight` to be 5 values"),
+        ({"sample_weight": torch.ones(2)}, "`sample_weight` to be a tensor without gradient of the target's shape"),
+        ({"cost": torch.ones(C, 2)}, "`cost` to be a \\(5,\\) or \\(5, 5\\) tensor"),
+        ({"scale": 0.0}, "`scale` to be a positive float, but got 0.0"),
+        ({"gamma": -1.0}, "`gamma` to be a non-negative float, but got -1.0"),
+        ({"reduction": "avg"}, "`reduction` to be one of"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fused_softmax_loss(torch.randn(3, C), torch.tensor([0, 1, 2]), **kwargs)
+
+
+SOFTMAX_LOSSES = {
+    "ce": {},
+    "weighted_ce": {},
+    "weighted_ce_by_prediction": {"weight_by": "prediction"},
+    "cost_sensitive": {},
+    "cost_sensitive_matrix": {"cost_matrix": (1 - torch.eye(C)).mul(torch.arange(1.0, C + 1)).tolist()},
+    "focal": {"gamma": 2.0, "alpha": 0.25},
+    "class_balanced": {},
+    "class_balanced_focal": {"base": "focal"},
+    "ldam": {"reweight": "effective"},
+    "balanced_softmax": {},
+    "logit_adjusted": {"tau": 0.5},
+}
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX_LOSSES))
+def test_every_softmax_loss_runs_on_the_fused_kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = _fused_softmax._FusedSoftmaxFunction.apply
+    monkeypatch.setattr(
+        _fused_softmax._FusedSoftmaxFunction, "apply", lambda *args: calls.append(1) or original(*args)
+    )
+    registry_name = name.removesuffix("_by_prediction").removesuffix("_matrix").removesuffix("_focal")
+    kwargs = dict(SOFTMAX_LOSSES[name])
+    if losses.LOSSES[registry_name].needs_class_counts:
+        kwargs["class_counts"] = COUNTS
+    x = torch.randn(8, C, requires_grad=True)
+    losses.build_loss(registry_name, **kwargs)(x, torch.randint(0, C, (8,))).backward()
+    assert calls == [1] and torch.isfinite(x.grad).all()
+
+
+def test_cost_matrix_of_true_class_costs_takes_the_vector_form() -> None:
+    from lit_imbalance.losses.reweighted import error_costs
+
+    row_costs = torch.tensor([1.0, 2.0, 3.0])
+    matrix = row_costs.unsqueeze(1) * (1 - torch.eye(3))
+    torch.testing.assert_close(error_costs(matrix), row_costs)
+    general = matrix.clone()
+    general[0, 1] = 5.0
+    assert error_costs(general).shape == (3, 3)
+    # Both forms give the same loss as the full expected-cost formula.
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 3, (16,))
+    full = reference(x, y, cost=matrix.double())
+    assert losses.cost_sensitive_loss(x, y, matrix).item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_cost_sensitive_module_rederives_its_kernel_form_on_load() -> None:
+    first = losses.CostSensitiveLoss([[0, 1], [4, 0]])
+    second = losses.CostSensitiveLoss([[0, 1], [1, 0]])
+    second.load_state_dict(first.state_dict())
+    x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
+    assert second(x, y).item() == pytest.approx(first(x, y).item(), rel=1e-6)
