@@ -26,6 +26,12 @@ def compose_train(overrides: Sequence[str] = (), output_dir: Path | None = None)
         return compose("train", overrides=[*overrides, *extra])
 
 
+@pytest.fixture(autouse=True)
+def isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: what a Trainer writes by default never lands in the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """``train_cfg("loss=focal", ...)``: a fast composed config writing into ``tmp_path``."""
