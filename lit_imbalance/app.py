@@ -96,6 +96,9 @@ def train(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
     writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
+    log.info("Training %s on %s with %s for %s epochs; outputs in %s", type(model).__name__,
+             type(datamodule).__name__, type(model.imbalance_loss).__name__ if hasattr(model, "imbalance_loss")
+             else "its loss", cfg.trainer.get("max_epochs"), cfg.paths.output_dir)
     try:
         # In a multirun, DDP children must re-run this job, not the whole sweep.
         with ddp_job_scope(trainer):

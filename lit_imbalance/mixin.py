@@ -24,11 +24,11 @@ not through its internals.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lit_imbalance import _compat
@@ -42,6 +42,7 @@ from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.tasks import Task, num_outputs, resolve_num_classes
 
 EVAL_STAGES = ("val", "test")
+log = logging.getLogger(__name__)
 
 
 class ImbalanceMixin:
@@ -270,8 +271,9 @@ class ImbalanceMixin:
             )
         self.apply_class_counts(*found)
         absent = [name for name, count in zip(self.class_names, self.class_counts.tolist()) if count == 0]
-        if absent:
-            rank_zero_warn(
+        if absent and trainer.is_global_zero:
+            # A log record, not a Python warning: it also lands in the run's train.log.
+            log.warning(
                 f"{len(absent)} of {self.num_classes} classes have no training sample: {absent[:20]}"
                 f"{' ...' if len(absent) > 20 else ''}. The model cannot learn them; validation scores over "
                 "the other classes overstate it (metrics.json: classes_absent_from_train)."

@@ -43,6 +43,8 @@ CASES = {
     "max_epochs not a number": (lambda f: ["trainer.max_epochs=abc"],
                                 "`trainer.max_epochs` to be an integer (or null), but got 'abc'"),
     "negative gamma": (lambda f: ["loss=focal", "loss.gamma=-1"], "`gamma` to be a non-negative float, but got -1"),
+    "plots folder not writable": (lambda f: [f"callbacks.plots.dirpath={f['ok']}/plots"],
+                                  "`dirpath` to be a writable folder for the plots"),
 }
 
 

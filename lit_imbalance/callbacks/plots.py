@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
-from lit_imbalance._checks import check_choice
+from lit_imbalance._checks import check_choice, fail
 from lit_imbalance.interface import ImbalanceAware
 
 
@@ -52,6 +52,19 @@ class ImbalancePlots(Callback):
         self.stages = tuple(check_choice("stages", stage, ("val", "test")) for stage in stages)
         self.wandb = wandb
         self.saved: dict[str, Path] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Checked before training: a folder that cannot be written would otherwise fail the
+        # run at its very end, after the fit and the test had succeeded.
+        if trainer.is_global_zero:
+            try:
+                self.dirpath.mkdir(parents=True, exist_ok=True)
+                probe = self.dirpath / f".write-test-{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+            except OSError as error:
+                fail("dirpath", f"a writable folder for the plots, or callbacks.plots=null ({error.strerror})",
+                     str(self.dirpath))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "val" in self.stages:
