@@ -97,8 +97,8 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
     writer = next((c for c in trainer.callbacks if isinstance(c, MetricsJsonWriter)), None)
     log.info("Training %s on %s with %s for %s epochs; outputs in %s", type(model).__name__,
-             type(datamodule).__name__, type(model.imbalance_loss).__name__ if hasattr(model, "imbalance_loss")
-             else "its loss", cfg.trainer.get("max_epochs"), cfg.paths.output_dir)
+             type(datamodule).__name__, cfg.loss.get("_target_", "the model's loss"), cfg.trainer.get("max_epochs"),
+             cfg.paths.output_dir)
     try:
         # In a multirun, DDP children must re-run this job, not the whole sweep.
         with ddp_job_scope(trainer):

@@ -15,27 +15,25 @@ def readme_snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_the_tour_snippet_runs_as_pasted(tmp_path: Path) -> None:
-    tour = next(snippet for snippet in readme_snippets() if "class MyModel(ImbalanceMixin" in snippet)
-    script = tmp_path / "snippet.py"
-    script.write_text(tour)
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=subprocess_env({"OMP_NUM_THREADS": "1"}),
+def run_snippet(marker: str, directory: Path) -> str:
+    """Run the README snippet that contains ``marker`` as a script in ``directory``; its last printed line."""
+    script = directory / "snippet.py"
+    script.write_text(next(snippet for snippet in readme_snippets() if marker in snippet))
+    result = subprocess.run([sys.executable, str(script)], cwd=directory, env=subprocess_env({"OMP_NUM_THREADS": "1"}),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    printed = eval(result.stdout.strip().splitlines()[-1])  # the snippet's last line prints a dict
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_the_tour_snippet_runs_as_pasted(tmp_path: Path) -> None:
+    printed = eval(run_snippet("class MyModel(ImbalanceMixin", tmp_path))  # the snippet prints a dict
     assert sorted(printed) == sorted(f"val/recall/{c}" for c in range(10))
     assert all(0.0 <= value <= 1.0 for value in printed.values())
     assert not (tmp_path / "checkpoints").exists()  # nothing written where it was not asked for
 
 
 def test_the_plain_pytorch_snippet_runs_as_pasted(tmp_path: Path) -> None:
-    loop = next(snippet for snippet in readme_snippets() if "ImbalanceCriterion(" in snippet)
-    script = tmp_path / "loop.py"
-    script.write_text(loop)
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=subprocess_env({"OMP_NUM_THREADS": "1"}),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert 0.5 < float(result.stdout.strip().splitlines()[-1]) <= 1.0  # ten classes: chance is 0.1
+    assert 0.5 < float(run_snippet("ImbalanceCriterion(", tmp_path)) <= 1.0  # ten classes: chance is 0.1
 
 
 def test_every_python_snippet_is_tested() -> None:

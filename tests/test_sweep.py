@@ -188,8 +188,18 @@ def make_job(sweep_dir: Path, num: int, overrides: list[str], metrics: dict[str,
 
 def summarise(sweep_dir: Path, mode: str = "max") -> list[dict[str, Any]]:
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "optimized_metric": "val/macro_f1"})
-    SweepSummary(mode=mode, wandb=False).on_multirun_end(config)
+    SweepSummary(mode=mode, wandb=False).summarise(sweep_dir, config)
     return read_summary(sweep_dir)
+
+
+def test_multirun_end_exits_nonzero_after_summarising_failed_jobs(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["a=1"], {"status": "finished", "objective": 0.6})
+    make_job(tmp_path, 1, ["a=2"], {"status": "failed", "error": "ValueError: boom"})
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "optimized_metric": "val/macro_f1"})
+    with pytest.raises(SystemExit) as stopped:
+        SweepSummary(wandb=False).on_multirun_end(config)
+    assert stopped.value.code == 1
+    assert [row["status"] for row in read_summary(tmp_path)] == ["finished", "failed"]
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
