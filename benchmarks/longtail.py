@@ -88,7 +88,7 @@ def sweep_command(args: argparse.Namespace, sweep_dir: Path) -> list[str]:
                f"method={','.join(args.methods)}", f"seed={','.join(map(str, args.seeds))}",
                "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                # Checkpoints of 100 jobs are not wanted; the best one is still kept per job for testing.
-               "callbacks.model_checkpoint.save_last=false",
+               "callbacks.last_checkpoint=null",
                f"hydra.sweep.dir={sweep_dir}"]
     if args.npz is not None:
         command += ["data=npz", f"data.path={args.npz.resolve()}"]

@@ -44,7 +44,7 @@ def job_metrics(run_dir: Path) -> dict:
 def test_each_sweep_job_trains_on_its_own_gamma(tmp_path: Path) -> None:
     """``-m loss.gamma=0,2`` on the compiled path: the second job equals the same job run alone."""
     overrides = ("loss=sigmoid_focal", "loss.fast_path=compiled", "loss.alpha=0.25", "logger=none",
-                 "trainer.max_epochs=2", "callbacks.plots=null", "callbacks.model_checkpoint.save_last=false")
+                 "trainer.max_epochs=2", "callbacks.plots=null", "callbacks.last_checkpoint=null")
     sweep_dir = tmp_path / "sweep"
     sweep = run_multirun(*overrides, "loss.gamma=0,2", sweep_dir=sweep_dir, env=fresh_inductor(tmp_path / "inductor"))
     assert sweep.returncode == 0, sweep.stderr[-3000:]

@@ -82,7 +82,7 @@ def sweep_command(run: SuiteRun, data_path: Path, sweep_dir: Path, search_dir: P
                f"experiment={','.join(variant_names(run))}", f"seed={','.join(map(str, run.seeds))}",
                "data=npz", f"data.path={data_path.resolve()}",
                "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-               "callbacks.model_checkpoint.save_last=false", "callbacks.plots=null",
+               "callbacks.last_checkpoint=null", "callbacks.plots=null",
                f"hydra.searchpath=[file://{search_dir}]", f"hydra.sweep.dir={sweep_dir}"]
     if run.epochs is not None:
         command.append(f"trainer.max_epochs={run.epochs}")
