@@ -123,3 +123,18 @@ def test_task_is_defined_once() -> None:
         if re.search(r"^\w*Task\w* = Literal\[", path.read_text(), flags=re.MULTILINE)
     ]
     assert definitions == ["lit_imbalance/tasks.py"], definitions
+
+
+def test_importing_the_library_loads_no_optional_heavy_module() -> None:
+    """Beyond what Lightning itself imports: a run that needs none of these never pays for them."""
+    heavy = ["matplotlib", "wandb", "sklearn", "pandas", "torchvision", "timm", "torch._inductor",
+             "lit_imbalance.plots", "lit_imbalance.sweep"]
+    probe = (
+        "import sys, lightning\n"
+        "before = set(sys.modules)\n"
+        "import lit_imbalance, lit_imbalance.app, lit_imbalance.mixin, lit_imbalance.data, lit_imbalance.losses\n"
+        f"print([name for name in {heavy!r} if name in sys.modules and name not in before])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -1,29 +1,40 @@
-"""Datasets, long-tail construction and class-count discovery."""
+"""Datasets, long-tail construction and class-count discovery.
 
-from lit_imbalance.data.cifar import CIFAR10LTDataModule, CIFAR100LTDataModule, cifar_long_tail
-from lit_imbalance.data.datamodule import ArrayDataModule, LabeledDataModule, Split
-from lit_imbalance.data.digits import DigitsLTDataModule
-from lit_imbalance.data.images import ImageFolderDataModule, SplitFilesDataModule
+The data modules are imported on first use (PEP 562 ``__getattr__``): each
+format pulls in its own heavy dependency (scikit-learn for digits,
+torchvision for images and CIFAR, pandas for tables), and a run that uses
+one of them never imports the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from lit_imbalance.data.labels import as_label_tensor, class_counts, dataset_labels
 from lit_imbalance.data.long_tail import long_tail, long_tail_counts
-from lit_imbalance.data.npz import NpzDataModule
-from lit_imbalance.data.tables import TableDataModule
 
-__all__ = [
-    "ArrayDataModule",
-    "CIFAR100LTDataModule",
-    "CIFAR10LTDataModule",
-    "DigitsLTDataModule",
-    "ImageFolderDataModule",
-    "LabeledDataModule",
-    "NpzDataModule",
-    "Split",
-    "SplitFilesDataModule",
-    "TableDataModule",
-    "as_label_tensor",
-    "cifar_long_tail",
-    "class_counts",
-    "dataset_labels",
-    "long_tail",
-    "long_tail_counts",
-]
+#: Public name -> the module that defines it.
+_LAZY = {
+    "ArrayDataModule": "datamodule",
+    "LabeledDataModule": "datamodule",
+    "Split": "datamodule",
+    "CIFAR10LTDataModule": "cifar",
+    "CIFAR100LTDataModule": "cifar",
+    "cifar_long_tail": "cifar",
+    "DigitsLTDataModule": "digits",
+    "ImageFolderDataModule": "images",
+    "SplitFilesDataModule": "images",
+    "NpzDataModule": "npz",
+    "TableDataModule": "tables",
+}
+
+__all__ = sorted([*_LAZY, "as_label_tensor", "class_counts", "dataset_labels", "long_tail", "long_tail_counts"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # imported once
+    return value

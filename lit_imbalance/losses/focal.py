@@ -19,7 +19,8 @@ warning, where it fails.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -258,7 +259,10 @@ def _fused_kernel(
 # nothing value-dependent is ever baked in. Only `alpha is None` and the presence of the
 # optional tensors change the graph, and Dynamo guards those exactly. Costs ~2.5x the old
 # value-specialised kernel, still ~0.7x BCE-with-logits at 4M elements (benchmarks/losses.py).
-_compiled_kernel = torch.compile(_fused_kernel, dynamic=True)
+@functools.cache
+def _compiled_kernel() -> Callable[..., tuple[Tensor, Tensor]]:
+    """The one compiled kernel, made at first use: ``torch.compile`` imports Inductor (about 1 s)."""
+    return torch.compile(_fused_kernel, dynamic=True)
 
 
 # Holds the error once torch.compile has failed (no C++ compiler, unsupported device): eager from then on.
@@ -281,7 +285,7 @@ def _run_kernel(
             # torch.full: made on the input's device, without a host-to-device copy.
             gamma_tensor = torch.full((), gamma, dtype=x.dtype, device=x.device)
             alpha_tensor = None if alpha is None else torch.full((), alpha, dtype=x.dtype, device=x.device)
-            return _compiled_kernel(x, t, alpha_tensor, gamma_tensor, pos_weight, element_weight, scale)
+            return _compiled_kernel()(x, t, alpha_tensor, gamma_tensor, pos_weight, element_weight, scale)
         except Exception as error:  # stay correct, just slower
             _compile_failed.append(error)
             warnings.warn(
