@@ -34,8 +34,11 @@ $(STAMP): pyproject.toml
 train: setup
 	$(PY) train.py $(ARGS)
 
+# pytest-xdist: the suite is mostly subprocess runs of train.py, so one worker per core halves its time.
+PYTEST_WORKERS ?= auto
+
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/losses.py
