@@ -177,7 +177,9 @@ class ImbalanceMixin:
         self._given_class_counts: ClassCounts | None = None
         if class_counts is not None:
             counts = count_tensor(class_counts, num_classes)
-            self._given_class_counts = (counts, int(counts.sum()) if num_samples is None else num_samples)
+            # Validated now (multi-label counts need num_samples), not at the first fit.
+            self.imbalance_criterion.set_class_counts(counts, num_samples)
+            self._given_class_counts = (counts, int(self.imbalance_criterion.num_train_samples))
 
     # --- the interface for callbacks and users ------------------------------------------
 
