@@ -174,6 +174,8 @@ class ImbalanceMixin:
         self.register_buffer("bias_prior_applied", torch.zeros((), dtype=torch.bool))
         self._evaluation_summaries: dict[str, EvaluationSummary] = {}
         self._imbalance_setup_ran = False
+        # A Python flag, not the counts buffer: reading a device tensor every step would sync the host.
+        self._imbalance_counts_applied = False
         self._given_class_counts: ClassCounts | None = None
         if class_counts is not None:
             counts = count_tensor(class_counts, num_classes)
@@ -223,6 +225,7 @@ class ImbalanceMixin:
         self.imbalance_criterion.set_class_counts(class_counts, num_samples)
         for metrics in self.imbalance_metrics.values():
             metrics.set_class_counts(self.imbalance_criterion.class_counts)
+        self._imbalance_counts_applied = True
 
     def classifier_head(self) -> nn.Module:
         """The layer that gets the bias prior: given, or found by :func:`~lit_imbalance.heads.find_classifier_head`."""
@@ -312,7 +315,7 @@ class ImbalanceMixin:
         criterion = self.imbalance_criterion
         is_train = stage == "train"
         if is_train and trainer is not None:
-            if not criterion.counts_known:
+            if not self._imbalance_counts_applied:
                 raise RuntimeError(
                     "ImbalanceMixin.on_fit_start did not run, so the loss has no class counts: if your model "
                     "overrides `setup` or `on_fit_start`, call `super().setup(stage)` / `super().on_fit_start()` in it."
