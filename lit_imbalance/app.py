@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance._checks import fail
-from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
+from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter, logged_scalars
 from lit_imbalance.ddp_multirun import ddp_job_scope
 from lit_imbalance.record import Key
 from lit_imbalance.resolvers import register_resolvers
@@ -110,6 +110,9 @@ def train(cfg: DictConfig) -> float | None:
             if cfg.get("run_test", True):
                 best = getattr(trainer.checkpoint_callback, "best_model_path", "")
                 trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            if cfg.get("decouple"):
+                # The tested (best) weights are what stage 2 starts from: trainer.test loaded them.
+                objective = run_second_stage(cfg, model, datamodule, trainer, writer) or objective
     except SIGTERMException as stop:
         # Lightning ends its loops with SystemExit(None), which exits 0; a preempted run has not
         # succeeded. The record already says `interrupted`, and last.ckpt resumes it (ckpt_path=last).
@@ -124,6 +127,45 @@ def train(cfg: DictConfig) -> float | None:
     if writer is not None and trainer.is_global_zero:
         log.info("Record of the run: %s (test/balanced_acc %s)", writer.path.resolve(),
                  writer.read().get("test/balanced_acc"))
+    return objective
+
+
+#: The entries of stage 1 that metrics.json keeps under ``stage1/`` beside stage 2's.
+STAGE_ENTRY_PREFIXES = ("val/", "test/", "best/", Key.OBJECTIVE)
+
+
+def run_second_stage(cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule,
+                     trainer: L.Trainer, writer: MetricsJsonWriter | None) -> float | None:
+    """Decoupled stage 2 (``cfg.decouple``) on the fitted ``model``: its own trainer, validation and test.
+
+    The record keeps stage 1's validation and test entries under ``stage1/``,
+    stage 2's under ``stage2/`` and as the plain keys (the final model), and
+    what the stage chose (``decouple/*``). Returns stage 2's value of the
+    optimized metric, the run's objective from now on.
+    """
+    stage = instantiate(cfg.decouple, _convert_="all")
+    if writer is not None:
+        recorded = writer.read()
+        writer.add(trainer, **{f"stage1/{key}": value for key, value in recorded.items()
+                               if key.startswith(STAGE_ENTRY_PREFIXES)})
+    log.info("Stage 2: %s (%s) on the stage-1 classifier", stage.method, type(stage).__name__)
+    stage_trainer = instantiate(
+        cfg.trainer, max_epochs=max(stage.epochs, 1), min_epochs=None, callbacks=[],
+        # Stage 2 is short and ends with the weights it tests: no checkpoint selection of its own.
+        logger=trainer.loggers or False, enable_checkpointing=False,
+    )
+    chosen = stage.fit(model, datamodule, stage_trainer)
+    stage_trainer.validate(model, datamodule=datamodule)
+    entries = logged_scalars(stage_trainer)
+    if cfg.get("run_test", True):
+        stage_trainer.test(model, datamodule=datamodule)
+        entries.update(logged_scalars(stage_trainer))
+    objective = entries.get(cfg.get("optimized_metric") or "")
+    if writer is not None:
+        writer.add(stage_trainer, **entries, **{f"stage2/{key}": value for key, value in entries.items()},
+                   **chosen, **{"decouple/method": stage.method},
+                   **({Key.OBJECTIVE: objective} if objective is not None else {}))
+    stage_trainer.save_checkpoint(f"{cfg.paths.output_dir}/checkpoints/stage2.ckpt")
     return objective
 
 

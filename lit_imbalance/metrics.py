@@ -318,3 +318,18 @@ def multilabel_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Te
         "macro_f1": rates["f1"].mean(),
     }
     return values, support, rates["recall"]
+
+
+def balanced_accuracy(logits: Tensor, target: Tensor, num_classes: int) -> float:
+    """Balanced accuracy of multiclass ``logits`` ``(N, C)`` over one whole set, as the logged ``*/balanced_acc``.
+
+    For choices made on outputs already gathered from every rank (the τ of
+    τ-normalisation, the post-hoc τ): the metric is not synced again.
+
+    Example:
+        >>> balanced_accuracy(torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1, 1]), 2)
+        0.75
+    """
+    metrics = ImbalanceMetrics(num_classes, sync_on_compute=False)
+    metrics.update(logits, target)
+    return float(metrics.compute()["balanced_acc"])

@@ -94,12 +94,7 @@ class MetricsJsonWriter(Callback):
                 summary = module.evaluation_summary(stage)
                 if summary is not None:
                     self.values[Key.without_support(stage)] = summary.classes_without_support()
-        for key, value in trainer.callback_metrics.items():
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                value = value.item()
-            if isinstance(value, (int, float)):
-                # JSON has no NaN: a diverged metric is recorded as null, not dropped.
-                self.values[key] = float(value) if math.isfinite(value) else None
+        self.values.update(logged_scalars(trainer))
         self._write(trainer)
 
     def _write(self, trainer: L.Trainer, merge: bool = True) -> None:
@@ -108,3 +103,17 @@ class MetricsJsonWriter(Callback):
         # Merge onto the file: under ddp_spawn the fit ran in a worker whose entries this
         # (main-process) copy of the callback never saw.
         write_record(self.path, {**self.read(), **self.values} if merge else self.values)
+
+
+def logged_scalars(trainer: L.Trainer, prefix: str = "") -> dict[str, float | None]:
+    """Every scalar in ``trainer.callback_metrics`` as a float, keys prefixed with ``prefix``.
+
+    JSON has no NaN: a diverged metric (or a class without support) is ``None``, not dropped.
+    """
+    values: dict[str, float | None] = {}
+    for key, value in trainer.callback_metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)):
+            values[prefix + key] = float(value) if math.isfinite(value) else None
+    return values

@@ -201,15 +201,19 @@ class LabeledDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.evaluation_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.evaluation_dataloader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.evaluation_dataloader("test")
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def evaluation_dataloader(self, split: str) -> DataLoader:
+        """``split`` in dataset order, unshuffled, sharded without padding under DDP.
+
+        Also for ``"train"``: class means and other statistics of the whole training split.
+        """
         dataset = self.dataset(split)
         # Lightning's default DistributedSampler pads ranks with repeated samples,
         # which would count some test samples twice in per-class recall.
