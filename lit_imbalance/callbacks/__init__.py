@@ -1,8 +1,9 @@
 """Lightning callbacks of lit_imbalance."""
 
 from lit_imbalance.callbacks.hard_negative_mining import HardNegativeMining
+from lit_imbalance.callbacks.head_training import FrozenBackbone, MaxNorm
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter
 from lit_imbalance.callbacks.plots import ImbalancePlots
 from lit_imbalance.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["HardNegativeMining", "ImbalancePlots", "MetricsJsonWriter", "RNGStateCheckpoint"]
+__all__ = ["FrozenBackbone", "HardNegativeMining", "MaxNorm", "ImbalancePlots", "MetricsJsonWriter", "RNGStateCheckpoint"]
