@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -30,7 +31,7 @@ from lit_imbalance._checks import fail
 from lit_imbalance.losses.logit_adjusted import LogitAdjustedLoss
 from lit_imbalance.priors import adjust_logits, prior_logits
 from lit_imbalance.schedule import LossWarmup
-from lit_imbalance.tasks import Task, check_task, resolve_num_classes
+from lit_imbalance.tasks import Task, check_task, num_outputs, resolve_num_classes
 
 
 class ImbalanceCriterion(nn.Module):
@@ -190,3 +191,33 @@ def count_tensor(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tens
     if counts.ndim != 1 or counts.numel() != num_classes or (counts < 0).any():
         fail("class_counts", f"{num_classes} non-negative counts (one per class)", counts.tolist())
     return counts.to(torch.long)
+
+
+def check_soft_targets(criterion: ImbalanceCriterion, key: str) -> None:
+    """Fail in one line, naming ``key``, unless every loss of ``criterion`` accepts soft (mixed) targets.
+
+    Probed on a copy with placeholder class counts, on two uniform soft
+    targets, before any data is read: the losses built on
+    :func:`~lit_imbalance.losses._fused_softmax.soft_target_cross_entropy`
+    (CE, weighted CE, class-balanced with the softmax base, logit-adjusted,
+    balanced softmax, and their DRW schedules) pass; margins (LDAM), focal
+    factors, cost matrices and truncation are defined for one true class and fail.
+    Binary and multi-label losses take float targets in [0, 1] already.
+    """
+    probe = copy.deepcopy(criterion)
+    probe.set_class_counts(torch.full((criterion.num_classes,), 2, dtype=torch.long),
+                           num_samples=4 if criterion.task == "multilabel" else None)
+    logits = torch.zeros(2, num_outputs(criterion.task, criterion.num_classes))
+    soft = torch.full_like(logits, 0.5 if criterion.task != "multiclass" else 1.0 / logits.shape[1])
+    if criterion.task == "binary":
+        logits, soft = logits.view(-1), soft.view(-1)
+    losses = [probe.loss] if probe.warmup is None else [probe.warmup.start, probe.warmup.target]
+    for loss in losses:
+        try:
+            value = loss(logits, soft)
+        except (ValueError, TypeError, RuntimeError) as error:
+            fail(key, "a loss that accepts soft (mixed) targets: ce, weighted_ce, class_balanced (softmax base), "
+                 f"logit_adjusted, balanced_softmax, or their warm-up/DRW schedules ({type(loss).__name__}: {error})",
+                 type(criterion.loss).__name__)
+        if not torch.isfinite(value).all():
+            fail(key, "a loss that stays finite on soft targets", type(loss).__name__)

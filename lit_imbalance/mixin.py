@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from lit_imbalance import _compat
 from lit_imbalance._checks import check_non_negative, fail
 from lit_imbalance.counts import ClassCounts, datamodule_class_counts, dataset_class_counts
-from lit_imbalance.criterion import ImbalanceCriterion, count_tensor
+from lit_imbalance.criterion import ImbalanceCriterion, check_soft_targets, count_tensor
 from lit_imbalance.heads import find_classifier_head
 from lit_imbalance.metrics import EvaluationSummary, ImbalanceMetrics
+from lit_imbalance.mixing import BatchMixer
 from lit_imbalance.priors import init_bias_prior
 from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.tasks import Task, num_outputs, resolve_num_classes
@@ -109,6 +110,7 @@ class ImbalanceMixin:
         posthoc_tau: float | None = None,
         many_threshold: int = 100,
         few_threshold: int = 20,
+        mixup: BatchMixer | None = None,
     ) -> None:
         """Attach the criterion, the class statistics and the metrics.
 
@@ -145,6 +147,10 @@ class ImbalanceMixin:
                 in ``predict_step``).
             many_threshold: classes with more training samples count as many-shot.
             few_threshold: classes with fewer training samples count as few-shot.
+            mixup: a :class:`~lit_imbalance.mixing.BatchMixer` (mixup, remix,
+                label-aware smoothing) that :meth:`mix_batch` applies to training
+                batches; the loss must accept the soft targets it makes
+                (checked now, see :func:`~lit_imbalance.criterion.check_soft_targets`).
         """
         if not isinstance(self, L.LightningModule):
             fail("self", "a LightningModule (class Model(ImbalanceMixin, L.LightningModule))", type(self).__name__, TypeError)
@@ -166,6 +172,12 @@ class ImbalanceMixin:
         # A list, so that nn.Module does not register the head a second time.
         self._imbalance_head = [head]
         self.imbalance_criterion = ImbalanceCriterion(loss, num_classes, task, warmup=warmup, prior=prior)
+        if mixup is not None:
+            if not isinstance(mixup, BatchMixer):
+                fail("mixup", "a lit_imbalance.mixing.BatchMixer or None", type(mixup).__name__, TypeError)
+            mixup.check_task(task)
+            check_soft_targets(self.imbalance_criterion, "mixup")
+        self.imbalance_mixer = mixup
 
         metric_args = dict(class_names=class_names, many_threshold=many_threshold, few_threshold=few_threshold, task=task)
         stages = [*EVAL_STAGES, *(f"{s}_adjusted" for s in EVAL_STAGES if posthoc_tau is not None)]
@@ -235,6 +247,16 @@ class ImbalanceMixin:
     def imbalance_prior_logits(self) -> Tensor:
         """The logits of the training prior, see :meth:`ImbalanceCriterion.prior_logits`."""
         return self.imbalance_criterion.prior_logits()
+
+    def mix_batch(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """A training batch through the configured ``mixup`` transform (unchanged without one).
+
+        Call it in ``training_step`` before the forward pass:
+        ``x, y = self.mix_batch(x, y)``; the soft targets go to :meth:`imbalance_step`.
+        """
+        if self.imbalance_mixer is None:
+            return x, target
+        return self.imbalance_mixer(x, target, self.class_counts, self.imbalance_task)
 
     def adjust_logits(self, logits: Tensor) -> Tensor:
         """Post-hoc adjusted logits ``logits - posthoc_tau * prior_logits``; unchanged without ``posthoc_tau``."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance.losses._fused_softmax import is_soft_target
 from lit_imbalance.weights import WEIGHT_SCHEMES, class_weights
 
 WarmupMode = Literal["switch", "blend"]
@@ -129,11 +130,16 @@ class ClassWeightedLoss(nn.Module):
         if self.class_weight is None:
             fail("class_counts", "set (set_class_counts) before the first re-weighted loss", None, RuntimeError)
         per_sample = self.loss(logits, target)
-        if per_sample.shape != target.shape:
-            fail("target", f"one class per per-sample loss {tuple(per_sample.shape)}", f"shape {tuple(target.shape)}")
-        valid = target != getattr(self.loss, "ignore_index", -100)
-        classes = torch.where(valid, target, torch.zeros_like(target)).long()
-        weight = self.class_weight.to(per_sample.dtype)[classes] * valid
+        if is_soft_target(logits, target):
+            # A mixed label weighs by its classes' weights in proportion: sum_c q_c w_c.
+            shape = (1, logits.shape[1], *([1] * (logits.ndim - 2)))
+            weight = (target * self.class_weight.to(per_sample.dtype).view(shape)).sum(dim=1)
+        else:
+            if per_sample.shape != target.shape:
+                fail("target", f"one class per per-sample loss {tuple(per_sample.shape)}", f"shape {tuple(target.shape)}")
+            valid = target != getattr(self.loss, "ignore_index", -100)
+            classes = torch.where(valid, target, torch.zeros_like(target)).long()
+            weight = self.class_weight.to(per_sample.dtype)[classes] * valid
         total = (weight * per_sample).sum()
         return total / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny) if self.reduction == "mean" else total
 

@@ -56,6 +56,7 @@ from lit_imbalance.losses._common import (
     denominator,
     focal_modulation,
     per_class,
+    upcast,
 )
 
 
@@ -128,6 +129,13 @@ def fused_softmax_loss(
     scale = check_positive("scale", scale)
     if not isinstance(weighted_mean, bool):
         fail("weighted_mean", "a bool", weighted_mean)
+    if is_soft_target(logits, target):
+        if target_margin is not None or cost is not None or gamma != 0.0 or sample_weight is not None:
+            # A margin, a cost row or a focal factor belongs to one true class; a mixed label has two.
+            fail("target", "class indices for a loss with margins, costs or focal modulation (soft, mixed targets "
+                 "have no single true class)", f"soft targets of shape {tuple(target.shape)}")
+        return soft_target_cross_entropy(logits, target, logit_shift=logit_shift, scale=scale,
+                                         class_weight=class_weight, weighted_mean=weighted_mean, reduction=reduction)
     safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
     num_classes = logits.shape[1]
 
@@ -163,6 +171,56 @@ def fused_softmax_loss(
     return _FusedSoftmaxFunction.apply(
         logits, safe_target, weight, valid, weighted_mean, shift, margin, scale, cost, gamma, reduction
     )
+
+
+def is_soft_target(logits: Tensor, target: Tensor) -> bool:
+    """Whether ``target`` is a distribution over the classes (mixup, label smoothing): float, the logits' shape."""
+    return target.is_floating_point() and target.shape == logits.shape
+
+
+def soft_target_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    logit_shift: Tensor | None = None,
+    scale: float = 1.0,
+    class_weight: Tensor | None = None,
+    weighted_mean: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Cross-entropy against soft targets :math:`q`: :math:`-w \sum_c q_c \log \mathrm{softmax}(s(x + b))_c`.
+
+    The sample weight is the target-weighted class weight :math:`w = \sum_c q_c w_c`,
+    so a mixed label :math:`\lambda e_i + (1 - \lambda) e_j` gives exactly
+    :math:`\lambda \ell(x, i) + (1 - \lambda) \ell(x, j)` of the hard-label loss:
+    this is how mixup, remix and label smoothing meet CE, weighted CE,
+    class-balanced, logit-adjusted and balanced-softmax losses. One-hot targets
+    give the hard-label values. Autograd, in fp32 (fp64 stays fp64).
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> x, q = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.7, 0.3, 0.0]])
+        >>> bool(torch.isclose(soft_target_cross_entropy(x, q),
+        ...                    0.7 * F.cross_entropy(x, torch.tensor([0])) + 0.3 * F.cross_entropy(x, torch.tensor([1]))))
+        True
+    """
+    shape = (1, logits.shape[1], *([1] * (logits.ndim - 2)))
+    z = upcast(logits)
+    target = target.to(z.dtype)
+    if logit_shift is not None:
+        z = z + logit_shift.to(z).view(shape)
+    log_probs = torch.log_softmax(z * scale, dim=1)
+    loss = -(target * log_probs).sum(dim=1)
+    weight = None if class_weight is None else (target * class_weight.to(z).view(shape)).sum(dim=1)
+    if weight is not None:
+        loss = loss * weight
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if weight is not None and weighted_mean:
+        return loss.sum() / weight.sum().clamp_min(torch.finfo(z.dtype).tiny)
+    return loss.mean()
 
 
 def flat_target_index(shape: torch.Size, target: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from lit_imbalance._checks import fail
 from lit_imbalance.mixin import ImbalanceMixin
+from lit_imbalance.mixing import BatchMixer
 from lit_imbalance.tasks import Task
 from lit_imbalance.heads import find_classifier_head
 from lit_imbalance.schedule import LossWarmup
@@ -25,7 +26,7 @@ from lit_imbalance.schedule import LossWarmup
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 # Not hyperparameters: objects built by their own config groups (and the network itself).
-NOT_HYPERPARAMETERS = ["network", "head", "loss", "optimizer", "scheduler", "warmup"]
+NOT_HYPERPARAMETERS = ["network", "head", "loss", "optimizer", "scheduler", "warmup", "mixup"]
 
 
 class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
@@ -52,6 +53,8 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
         channels_last: on a CUDA device, keep weights and image batches in the
             channels-last memory format (faster convolutions with tensor cores);
             ignored elsewhere.
+        mixup: a training-batch transform (``conf/mixup/``: mixup, remix,
+            label-aware smoothing), see :mod:`lit_imbalance.mixing`.
 
     Example:
         >>> model = ImbalanceClassifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), num_classes=3)
@@ -73,6 +76,7 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
         posthoc_tau: float | None = None,
         head: nn.Module | None = None,
         channels_last: bool = False,
+        mixup: BatchMixer | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=NOT_HYPERPARAMETERS)
@@ -91,7 +95,7 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
             head=head if head is not None else find_classifier_head(
                 network if isinstance(network, nn.Module) else self, 1 if task == "binary" else num_classes
             ),
-            warmup=warmup, bias_prior=bias_prior, class_names=class_names, posthoc_tau=posthoc_tau,
+            warmup=warmup, bias_prior=bias_prior, class_names=class_names, posthoc_tau=posthoc_tau, mixup=mixup,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -101,7 +105,7 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
         return x
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = self.mix_batch(*batch)
         return self.imbalance_step("train", self(x), y)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
