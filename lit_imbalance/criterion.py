@@ -200,7 +200,7 @@ def check_soft_targets(criterion: ImbalanceCriterion, key: str) -> None:
     targets, before any data is read: the losses built on
     :func:`~lit_imbalance.losses._fused_softmax.soft_target_cross_entropy`
     (CE, weighted CE, class-balanced with the softmax base, logit-adjusted,
-    balanced softmax, and their DRW schedules) pass; margins (LDAM), focal
+    balanced softmax, OHEM's mining of their per-sample losses, and their DRW schedules) pass; margins (LDAM), focal
     factors, cost matrices and truncation are defined for one true class and fail.
     Binary and multi-label losses take float targets in [0, 1] already.
     """
@@ -217,7 +217,7 @@ def check_soft_targets(criterion: ImbalanceCriterion, key: str) -> None:
             value = loss(logits, soft)
         except (ValueError, TypeError, RuntimeError) as error:
             fail(key, "a loss that accepts soft (mixed) targets: ce, weighted_ce, class_balanced (softmax base), "
-                 f"logit_adjusted, balanced_softmax, or their warm-up/DRW schedules ({type(loss).__name__}: {error})",
+                 f"logit_adjusted, balanced_softmax, ohem, or their warm-up/DRW schedules ({type(loss).__name__}: {error})",
                  type(criterion.loss).__name__)
         if not torch.isfinite(value).all():
             fail(key, "a loss that stays finite on soft targets", type(loss).__name__)

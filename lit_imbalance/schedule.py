@@ -129,18 +129,21 @@ class ClassWeightedLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.class_weight is None:
             fail("class_counts", "set (set_class_counts) before the first re-weighted loss", None, RuntimeError)
-        per_sample = self.loss(logits, target)
         if is_soft_target(logits, target):
-            # A mixed label weighs by its classes' weights in proportion: sum_c q_c w_c.
+            # The weights inside the target: a loss linear in it (those that take soft targets
+            # are) gives sum_c q_c w_c loss(e_c), the mix of the re-weighted hard-label losses.
             shape = (1, logits.shape[1], *([1] * (logits.ndim - 2)))
-            weight = (target * self.class_weight.to(per_sample.dtype).view(shape)).sum(dim=1)
+            target = target * self.class_weight.to(target.dtype).view(shape)
+            per_sample, weight = self.loss(logits, target), target.sum(dim=1)
         else:
+            per_sample = self.loss(logits, target)
             if per_sample.shape != target.shape:
                 fail("target", f"one class per per-sample loss {tuple(per_sample.shape)}", f"shape {tuple(target.shape)}")
             valid = target != getattr(self.loss, "ignore_index", -100)
             classes = torch.where(valid, target, torch.zeros_like(target)).long()
             weight = self.class_weight.to(per_sample.dtype)[classes] * valid
-        total = (weight * per_sample).sum()
+            per_sample = weight * per_sample
+        total = per_sample.sum()
         return total / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny) if self.reduction == "mean" else total
 
     def extra_repr(self) -> str:

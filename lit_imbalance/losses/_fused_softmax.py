@@ -188,9 +188,9 @@ def soft_target_cross_entropy(
     weighted_mean: bool = False,
     reduction: str = "mean",
 ) -> Tensor:
-    r"""Cross-entropy against soft targets :math:`q`: :math:`-w \sum_c q_c \log \mathrm{softmax}(s(x + b))_c`.
+    r"""Cross-entropy against soft targets :math:`q`: :math:`-\sum_c q_c w_c \log \mathrm{softmax}(s(x + b))_c`.
 
-    The sample weight is the target-weighted class weight :math:`w = \sum_c q_c w_c`,
+    Linear in the target (the weighted mean divides by :math:`\sum_n \sum_c q_{nc} w_c`),
     so a mixed label :math:`\lambda e_i + (1 - \lambda) e_j` gives exactly
     :math:`\lambda \ell(x, i) + (1 - \lambda) \ell(x, j)` of the hard-label loss:
     this is how mixup, remix and label smoothing meet CE, weighted CE,
@@ -210,10 +210,12 @@ def soft_target_cross_entropy(
     if logit_shift is not None:
         z = z + logit_shift.to(z).view(shape)
     log_probs = torch.log_softmax(z * scale, dim=1)
+    weight = None
+    if class_weight is not None:
+        # Linear in the target: sum_c q_c w_c (-log p_c), the weights inside the sum.
+        target = target * class_weight.to(z).view(shape)
+        weight = target.sum(dim=1)
     loss = -(target * log_probs).sum(dim=1)
-    weight = None if class_weight is None else (target * class_weight.to(z).view(shape)).sum(dim=1)
-    if weight is not None:
-        loss = loss * weight
     if reduction == "none":
         return loss
     if reduction == "sum":
