@@ -1,7 +1,8 @@
 """Record which indices each DDP rank trains on, with a real Lightning Trainer.
 
 ``strategy="ddp"`` relaunches ``sys.argv`` for the other ranks, so this runs as
-a script (``python tests/ddp_sampler_probe.py OUT_DIR``), never inside pytest.
+a script (``python tests/ddp_sampler_probe.py OUT_DIR [KIND]``), never inside pytest.
+``KIND`` is ``under`` (the default) or ``progressive``.
 It trains a one-parameter model for two epochs on 2 CPU processes; the
 sampler is built in ``train_dataloader`` (after the process group exists, as
 the data modules do) and left to Lightning's defaults
@@ -20,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_imbalance.sampling import UnderSampler
+from lit_imbalance.sampling import EpochSampler, ProgressivelyBalancedSampler, UnderSampler
 
 SEED = 11
 EPOCHS = 2
@@ -28,20 +29,27 @@ EPOCHS = 2
 LABELS = torch.tensor([0] * 60 + [1] * 20 + [2] * 12)
 
 
-def make_sampler(num_replicas: int | None = None, rank: int | None = None) -> UnderSampler:
+SAMPLER_KINDS = ("under", "progressive")
+
+
+def make_sampler(num_replicas: int | None = None, rank: int | None = None, kind: str = "under") -> EpochSampler:
+    if kind == "progressive":
+        # Instance-balanced in epoch 0, class-balanced from epoch 1: the schedule moves between the two epochs.
+        return ProgressivelyBalancedSampler(LABELS, num_epochs=1, seed=SEED, num_replicas=num_replicas, rank=rank)
     return UnderSampler(LABELS, sampling_strategy="auto", seed=SEED, num_replicas=num_replicas, rank=rank)
 
 
 class Probe(L.LightningModule):
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, kind: str) -> None:
         super().__init__()
         self.out_dir = out_dir
+        self.kind = kind
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.seen: list[int] = []
 
     def train_dataloader(self) -> DataLoader:
         dataset = TensorDataset(torch.arange(LABELS.numel()), LABELS)
-        return DataLoader(dataset, batch_size=4, sampler=make_sampler(), shuffle=False)
+        return DataLoader(dataset, batch_size=4, sampler=make_sampler(kind=self.kind), shuffle=False)
 
     def on_train_epoch_start(self) -> None:
         self.seen = []
@@ -67,14 +75,14 @@ class Probe(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def main(out_dir: Path) -> None:
+def main(out_dir: Path, kind: str = "under") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=EPOCHS, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
-    trainer.fit(Probe(out_dir))
+    trainer.fit(Probe(out_dir, kind))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])
