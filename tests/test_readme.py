@@ -36,5 +36,11 @@ def test_the_plain_pytorch_snippet_runs_as_pasted(tmp_path: Path) -> None:
     assert 0.5 < float(run_snippet("ImbalanceCriterion(", tmp_path)) <= 1.0  # ten classes: chance is 0.1
 
 
+def test_the_two_stage_snippet_runs_as_pasted_and_changes_only_the_result_of_stage_two(tmp_path: Path) -> None:
+    stage1, stage2 = (float(v) for v in run_snippet("ClassifierRetraining(epochs=10)", tmp_path).split())
+    assert 0.1 < stage1 <= 1.0 and 0.1 < stage2 <= 1.0  # ten classes: chance is 0.1
+    assert stage1 != stage2  # stage 2 re-trained the classifier
+
+
 def test_every_python_snippet_is_tested() -> None:
-    assert len(readme_snippets()) == 2, "a new README snippet needs a test here"
+    assert len(readme_snippets()) == 3, "a new README snippet needs a test here"
