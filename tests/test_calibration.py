@@ -102,3 +102,17 @@ def test_reset_starts_the_calibration_error_afresh(multiclass_batch) -> None:
     metrics.update(logits[:50] * 0, target[:50])  # uniform: confidence 0.2 everywhere
     accuracy = float((torch.zeros(50, dtype=torch.long) == target[:50]).float().mean())
     assert metrics.compute()["ece"].item() == pytest.approx(abs(accuracy - 0.2), abs=1e-6)
+
+
+def test_reliability_diagram_draws_accuracy_per_filled_bin_against_the_diagonal() -> None:
+    from lit_imbalance import plots
+
+    bins = reliability_bins(torch.tensor([0.05, 0.1, 0.5, 0.55, 0.95]), torch.tensor([0, 1, 0, 1, 1]), n_bins=10)
+    top, bottom = plots.reliability_diagram(bins).axes
+    accuracy_bars = [bar for bar in top.patches if bar.get_facecolor()[:3] == pytest.approx((0.122, 0.467, 0.706), abs=1e-3)]
+    assert [bar.get_x() for bar in accuracy_bars] == pytest.approx([0.0, 0.1, 0.5, 0.9])  # empty bins: no bar
+    assert [bar.get_height() for bar in accuracy_bars] == pytest.approx([0.0, 1.0, 0.5, 1.0])
+    diagonal = top.lines[0]
+    assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
+    assert f"ECE {bins.ece:.4f}" in top.get_title()
+    assert sum(bar.get_height() for bar in bottom.patches) == pytest.approx(1.0)  # shares of samples
