@@ -46,6 +46,10 @@ TRAINER_INTEGERS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "num_n
 TRAINER_BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
+#: Config groups that add one callback (or none) choosing something on validation outputs after training.
+POSTHOC_GROUPS = ("calibration", "threshold")
+
+
 def check_trainer_config(trainer: DictConfig) -> None:
     """Fail in one line, naming ``trainer.<key>`` and the value, on a mistyped trainer setting."""
     for key in TRAINER_INTEGERS:
@@ -74,6 +78,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         loss=instantiate(cfg.loss, _convert_="all"),
     )
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    # Groups of one post-hoc callback each (`none` is an empty node); their keys read as `threshold.min_precision`.
+    for group in POSTHOC_GROUPS:
+        node = cfg.get(group)
+        if node and "_target_" in node:
+            callbacks.append(instantiate(node, _convert_="all"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer

@@ -64,20 +64,23 @@ def fit_temperature(logits: Tensor, targets: Tensor, task: Task = "multiclass", 
         >>> round(fit_temperature(3 * calibrated, targets), 1)  # logits three times too sure
         3.0
     """
-    logits = torch.as_tensor(logits).detach().to(torch.float64).cpu()
-    targets = torch.as_tensor(targets).detach().cpu()
-    if logits.numel() == 0 or logits.shape[0] != targets.shape[0]:
-        fail("logits", f"a non-empty batch with one row per target ({targets.shape[0]})", tuple(logits.shape))
-    if not bool(torch.isfinite(logits).all()):
-        fail("logits", "finite values", "non-finite logits")
-    log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    # Lightning's test loop runs under inference mode: the fit needs autograd, and copies of the
+    # (inference) tensors made outside it.
+    with torch.inference_mode(False), torch.enable_grad():
+        logits = torch.as_tensor(logits).detach().to("cpu", torch.float64, copy=True)
+        targets = torch.as_tensor(targets).detach().to("cpu", copy=True)
+        if logits.numel() == 0 or logits.shape[0] != targets.shape[0]:
+            fail("logits", f"a non-empty batch with one row per target ({targets.shape[0]})", tuple(logits.shape))
+        if not bool(torch.isfinite(logits).all()):
+            fail("logits", "finite values", "non-finite logits")
+        log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_temperature], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
 
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = negative_log_likelihood(logits / log_temperature.exp(), targets, task)
-        loss.backward()
-        return loss
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = negative_log_likelihood(logits / log_temperature.exp(), targets, task)
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
-    return float(log_temperature.detach().exp())
+        optimizer.step(closure)
+        return float(log_temperature.detach().exp())
