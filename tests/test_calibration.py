@@ -116,3 +116,101 @@ def test_reliability_diagram_draws_accuracy_per_filled_bin_against_the_diagonal(
     assert list(diagonal.get_xdata()) == [0, 1] and list(diagonal.get_ydata()) == [0, 1]
     assert f"ECE {bins.ece:.4f}" in top.get_title()
     assert sum(bar.get_height() for bar in bottom.patches) == pytest.approx(1.0)  # shares of samples
+
+
+# --- temperature scaling in a fit -----------------------------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import lightning as L  # noqa: E402
+
+from lit_imbalance.app import train  # noqa: E402
+from lit_imbalance.calibration import fit_temperature  # noqa: E402
+from lit_imbalance.callbacks import TemperatureScaling  # noqa: E402
+from lit_imbalance.data import DigitsLTDataModule  # noqa: E402
+from lit_imbalance.models import MLPClassifier  # noqa: E402
+from lit_imbalance.outputs import collect_outputs  # noqa: E402
+from tests.test_mixin import QUIET, single_thread  # noqa: E402, F401  (autouse fixture)
+
+
+def grid_search_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    grid = torch.exp(torch.linspace(-3, 3, 6001, dtype=torch.float64))  # T from 0.05 to 20, steps of 0.1%
+    nll = [torch.nn.functional.cross_entropy(logits.double() / t, targets).item() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def test_fit_temperature_finds_the_grid_minimum_of_nll(multiclass_batch) -> None:
+    logits, target = multiclass_batch
+    assert fit_temperature(logits, target) == pytest.approx(grid_search_temperature(logits, target), rel=2e-3)
+    binary_logits, binary_target = logits[:, 0] - logits[:, 1], (target == 0).long()
+    grid = torch.exp(torch.linspace(-3, 3, 6001, dtype=torch.float64))
+    nll = [torch.nn.functional.binary_cross_entropy_with_logits(binary_logits.double() / t, binary_target.double()).item()
+           for t in grid]
+    assert fit_temperature(binary_logits, binary_target, task="binary") == pytest.approx(
+        float(grid[int(np.argmin(nll))]), rel=2e-3)
+
+
+def test_temperature_scaling_reports_calibrated_test_metrics_and_saves_t(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    datamodule, model = DigitsLTDataModule(), MLPClassifier(64, 10)
+    scaling = TemperatureScaling()
+    trainer = L.Trainer(max_epochs=8, default_root_dir=tmp_path, callbacks=[scaling], **QUIET)
+    trainer.fit(model, datamodule)
+    logged = trainer.test(model, datamodule, verbose=False)[0]
+
+    validation = collect_outputs(model, datamodule.val_dataloader())
+    temperature = logged["calibration/temperature"]
+    assert temperature == pytest.approx(grid_search_temperature(validation.logits, validation.targets), rel=2e-3)
+    assert temperature == pytest.approx(scaling.temperature)
+
+    test = collect_outputs(model, datamodule.test_dataloader())
+    y = test.targets.numpy()
+    for prefix, scale in (("test/", 1.0), ("test/calibrated/", temperature)):
+        probs = softmax(test.logits.double().numpy() / scale)
+        expected_ece = numpy_bins(probs.max(1), (probs.argmax(1) == y).astype(float))[3]
+        assert logged[prefix + "ece"] == pytest.approx(expected_ece, abs=1e-5)
+        nll = -np.log(probs[np.arange(len(y)), y]).mean()
+        assert logged[prefix + "nll"] == pytest.approx(nll, rel=1e-4)
+    # One positive scale keeps every decision; calibration moves only the confidences.
+    assert logged["test/calibrated/balanced_acc"] == logged["test/balanced_acc"]
+
+    # The temperature is a buffer: a checkpoint written now carries it, and loads without pickles.
+    trainer.save_checkpoint(tmp_path / "calibrated.ckpt")
+    state = torch.load(tmp_path / "calibrated.ckpt", weights_only=True)["state_dict"]
+    assert float(state["calibration_temperature"]) == pytest.approx(temperature)
+    restored = MLPClassifier(64, 10).eval()
+    model.eval()  # no dropout in the comparison
+    restored.load_state_dict(state)
+    x = datamodule.splits["test"].x[:5]
+    restored._read_posthoc_buffers()
+    assert torch.allclose(restored.calibrated_logits(restored(x)), model(x) / temperature, atol=1e-6)
+
+
+def test_a_checkpoint_from_before_the_posthoc_buffers_still_loads() -> None:
+    model = MLPClassifier(64, 10)
+    old = {"state_dict": {k: v for k, v in model.state_dict().items() if k != "calibration_temperature"}}
+    fresh = MLPClassifier(64, 10)
+    fresh.on_load_checkpoint(old)
+    fresh.load_state_dict(old["state_dict"])  # strict: the missing buffer was filled in as "not chosen"
+    assert torch.isnan(fresh.calibration_temperature)
+
+
+def test_the_app_records_ece_temperature_and_the_reliability_diagram(train_cfg, tmp_path: Path) -> None:
+    train(train_cfg("calibration=temperature", "trainer.max_epochs=2"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["val/ece"] < 1 and 0 < metrics["test/ece"] < 1
+    assert metrics["calibration/temperature"] > 0
+    assert {"test/calibrated/ece", "test/calibrated/nll", "test/nll"} <= set(metrics)
+    assert metrics["test/calibrated/acc"] == metrics["test/acc"]
+    for name in ("test_reliability.png", "test_calibrated_reliability.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_default_run_adds_only_ece_keys(train_cfg, tmp_path: Path) -> None:
+    train(train_cfg("trainer.max_epochs=2"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "val/ece" in metrics and "test/ece" in metrics
+    posthoc = [k for k in metrics if k.startswith(("calibration/", "threshold/", "test/calibrated/",
+                                                    "test/default_threshold/", "posthoc_tau")) or k.endswith("/nll")]
+    assert posthoc == []
