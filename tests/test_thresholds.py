@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,131 @@ def test_tuned_tau_has_the_best_balanced_accuracy_of_the_grid() -> None:
     by_hand = [balanced_accuracy_score(targets, (logits - t * log_prior).argmax(1)) for t in grid]
     assert scores == pytest.approx(by_hand, abs=1e-6)
     assert tau == grid[int(np.argmax(by_hand))] and tau > 0.5  # the prior it learnt is taken back out
+
+
+# --- through the app --------------------------------------------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from lit_imbalance.app import build, train  # noqa: E402
+from lit_imbalance.models import MLPClassifier  # noqa: E402
+from lit_imbalance.outputs import collect_outputs  # noqa: E402
+from tests.conftest import FAST, run_train_py  # noqa: E402
+from tests.test_mixin import single_thread  # noqa: E402, F401  (autouse fixture)
+
+# A one-logit model trained with plain BCE (sigmoid focal loss with gamma 0 and no alpha).
+BINARY = ("model.task=binary", "loss=sigmoid_focal", "loss.gamma=0", "loss.alpha=null")
+
+
+def write_binary_npz(path: Path, seed: int = 0) -> Path:
+    """5% positives, shifted on two of eight features; validation and test drawn like training."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = (rng.random(n) < 0.05).astype(np.int64)
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        x[:, :2] += 1.6 * y[:, None]
+        return x, y
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split(3000), split(3000), split(3000)
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_binary_threshold_through_the_app_is_recorded_and_applied(train_cfg, tmp_path: Path) -> None:
+    data = write_binary_npz(tmp_path / "binary.npz")
+    overrides = ("data=npz", f"data.path={data}", *BINARY, "threshold=f1", "trainer.max_epochs=2")
+    cfg = train_cfg(*overrides)
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    threshold = metrics["threshold/value"]
+    assert 0 < threshold < 0.5  # two epochs from the 5% prior: 0.5 is far too high a cut
+    assert metrics["test/f1"] >= metrics["test/default_threshold/f1"]
+
+    # Independently: the tested (best) checkpoint's outputs, cut by hand.
+    datamodule, model, _ = build(cfg)
+    checkpoint = next((tmp_path / "checkpoints").glob("epoch*.ckpt"))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    datamodule.setup("fit")
+    val = collect_outputs(model, datamodule.val_dataloader())
+    val_scores, val_y = val.logits.reshape(-1).sigmoid(), val.targets
+    assert threshold == pytest.approx(best_f1_threshold(val_scores, val_y), abs=1e-6)
+    # On validation, where it was chosen, the tuned cut is at least as good as 0.5 by construction.
+    assert f1_score(val_y, val_scores > threshold) >= f1_score(val_y, val_scores > 0.5)
+    datamodule.setup("test")
+    test = collect_outputs(model, datamodule.test_dataloader())
+    test_scores, test_y = test.logits.reshape(-1).sigmoid(), test.targets
+    assert metrics["test/f1"] == pytest.approx(f1_score(test_y, test_scores > threshold), abs=1e-5)
+    assert metrics["test/default_threshold/f1"] == pytest.approx(f1_score(test_y, test_scores > 0.5), abs=1e-5)
+    assert metrics["test/precision"] == pytest.approx(precision_score(test_y, test_scores > threshold), abs=1e-5)
+
+
+@pytest.mark.parametrize(("group", "expected"), [("recall_at_precision", "min_precision"), ("cost", "cost_matrix")])
+def test_the_other_threshold_criteria_run_through_the_app(train_cfg, tmp_path: Path, group: str, expected: str) -> None:
+    data = write_binary_npz(tmp_path / "binary.npz", seed=1)
+    cfg = train_cfg("data=npz", f"data.path={data}", *BINARY, f"threshold={group}", "trainer.max_epochs=2")
+    assert expected in cfg.threshold
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    if group == "recall_at_precision":  # precision 0.5 was asked for on validation; the test is near it
+        assert metrics["test/precision"] > 0.3
+    else:  # a miss costs five false alarms: the cut is below the error-rate optimum of 0.5
+        assert metrics["threshold/value"] < 0.5
+    assert metrics["test/recall/1"] >= metrics["test/default_threshold/recall/1"]
+
+
+def test_multilabel_thresholds_are_per_label() -> None:
+    model = MLPClassifier(4, 3, task="multilabel", class_names=["a", "b", "c"])
+    model.set_decision_threshold([0.2, 0.5, 0.9])
+    logits = torch.logit(torch.tensor([[0.3, 0.6, 0.8], [0.1, 0.4, 0.95]]))
+    assert model.predict_labels(logits).tolist() == [[1, 1, 0], [0, 0, 1]]
+    assert model._posthoc_values()["threshold/c"].item() == pytest.approx(0.9)
+
+
+def test_binary_predict_step_decides_at_the_chosen_threshold() -> None:
+    model = MLPClassifier(8, 2, task="binary").eval()
+    x = torch.randn(64, 8)
+    probs = model(x).detach().reshape(-1).sigmoid()
+    cut = float(probs.median())
+    assert model.predict_step(x, 0).tolist() == (probs > 0.5).long().tolist()  # nothing chosen yet: 0.5
+    model.set_decision_threshold(cut)
+    assert model.predict_step(x, 0).tolist() == (probs > cut).long().tolist()
+    assert int(model.predict_step(x, 0).sum()) == 32
+
+
+def test_a_threshold_for_a_multiclass_task_fails_before_training(tmp_path: Path) -> None:
+    result = run_train_py("threshold=f1", *FAST, run_dir=tmp_path / "run")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "`threshold`" in lines[0] and "multiclass" in lines[0] and "'f1'" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize(("value", "message"), [("often", "`posthoc_tau` to be a non-negative float, 'tune' or None"),
+                                                 ("tune", "('tune' is for multiclass")])
+def test_bad_posthoc_tau_strings_fail_in_one_line(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MLPClassifier(8, 2, task="binary" if value == "tune" else "multiclass", posthoc_tau=value)
+
+
+def test_posthoc_tau_tune_chooses_on_validation_and_is_used_for_adjusted_test_metrics(train_cfg, tmp_path: Path) -> None:
+    cfg = train_cfg("model.posthoc_tau=tune", "trainer.max_epochs=3")
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    tau = round(metrics["posthoc_tau"], 6)  # logged as a float32
+    assert tau in [round(0.1 * i, 1) for i in range(21)]
+    assert "test/adjusted/balanced_acc" in metrics and not any(k.startswith("val/adjusted/") for k in metrics)
+
+    datamodule, model, _ = build(cfg)
+    state = torch.load(next((tmp_path / "checkpoints").glob("epoch*.ckpt")), weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    val = collect_outputs(model, datamodule.val_dataloader())
+    log_prior = model.imbalance_prior_logits()
+    grid = [round(0.1 * i, 1) for i in range(21)]
+    by_hand = [balanced_accuracy_score(val.targets, (val.logits - t * log_prior).argmax(1)) for t in grid]
+    assert tau == grid[int(np.argmax(by_hand))]
+    test = collect_outputs(model, datamodule.test_dataloader())
+    adjusted = (test.logits - tau * log_prior).argmax(1)
+    assert metrics["test/adjusted/balanced_acc"] == pytest.approx(balanced_accuracy_score(test.targets, adjusted), abs=1e-6)
