@@ -212,8 +212,10 @@ class ImbalanceMixin:
             self.register_buffer("decision_threshold", torch.full((num_outputs(task, num_classes),), math.nan))
         if posthoc_tau == "tune":
             self.register_buffer("tuned_posthoc_tau", torch.full((), math.nan))
-        # Python copies of the buffers, read by every evaluation step without a device sync.
+        # Python copies of the buffers, read by every evaluation step without a device sync; refreshed
+        # after every load_state_dict (a module-level function: ddp_spawn pickles the module).
         self._posthoc: dict[str, float | list[float] | None] = {"temperature": None, "threshold": None, "tau": None}
+        self.register_load_state_dict_post_hook(_read_loaded_posthoc_buffers)  # type: ignore[attr-defined]
         self._evaluation_summaries: dict[str, EvaluationSummary] = {}
         self._imbalance_setup_ran = False
         # A Python flag, not the counts buffer: reading a device tensor every step would sync the host.
@@ -540,6 +542,10 @@ class ImbalanceMixin:
         if self.posthoc_tau == "tune" and self._posthoc["tau"] is not None:
             values["posthoc_tau"] = self._posthoc["tau"]
         return {key: torch.tensor(float(value), device=self.device) for key, value in values.items()}  # type: ignore[attr-defined]
+
+
+def _read_loaded_posthoc_buffers(module: ImbalanceMixin, incompatible_keys: object) -> None:
+    module._read_posthoc_buffers()
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:

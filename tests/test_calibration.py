@@ -183,7 +183,6 @@ def test_temperature_scaling_reports_calibrated_test_metrics_and_saves_t(tmp_pat
     model.eval()  # no dropout in the comparison
     restored.load_state_dict(state)
     x = datamodule.splits["test"].x[:5]
-    restored._read_posthoc_buffers()
     assert torch.allclose(restored.calibrated_logits(restored(x)), model(x) / temperature, atol=1e-6)
 
 
@@ -214,3 +213,26 @@ def test_the_default_run_adds_only_ece_keys(train_cfg, tmp_path: Path) -> None:
     posthoc = [k for k in metrics if k.startswith(("calibration/", "threshold/", "test/calibrated/",
                                                     "test/default_threshold/", "posthoc_tau")) or k.endswith("/nll")]
     assert posthoc == []
+
+
+def test_under_ddp_ece_and_temperature_cover_every_sample_once(tmp_path: Path) -> None:
+    from lit_imbalance.app import build
+    from tests.conftest import compose_train, run_train_py
+
+    run_dir = tmp_path / "run"
+    overrides = ("strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none", "trainer.max_epochs=2",
+                 "trainer.enable_progress_bar=false", "calibration=temperature", "callbacks.plots=null")
+    result = run_train_py(*overrides, run_dir=run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The tested checkpoint's outputs on the whole splits, in one process: what the two ranks saw together.
+    datamodule, model, _ = build(compose_train(["logger=none"], output_dir=tmp_path))
+    checkpoint = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    validation = collect_outputs(model, datamodule.val_dataloader())
+    assert metrics["calibration/temperature"] == pytest.approx(
+        grid_search_temperature(validation.logits, validation.targets), rel=2e-3)
+    test = collect_outputs(model, datamodule.test_dataloader())
+    probs = softmax(test.logits.double().numpy())
+    expected = numpy_bins(probs.max(1), (probs.argmax(1) == test.targets.numpy()).astype(float))[3]
+    assert metrics["test/ece"] == pytest.approx(expected, abs=1e-5)
