@@ -46,6 +46,10 @@ TRAINER_INTEGERS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "num_n
 TRAINER_BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
+#: Config groups that add one callback (or none) choosing something on validation outputs after training.
+POSTHOC_GROUPS = ("calibration", "threshold")
+
+
 def check_trainer_config(trainer: DictConfig) -> None:
     """Fail in one line, naming ``trainer.<key>`` and the value, on a mistyped trainer setting."""
     for key in TRAINER_INTEGERS:
@@ -56,6 +60,15 @@ def check_trainer_config(trainer: DictConfig) -> None:
         value = trainer.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             fail(f"trainer.{key}", "a number of batches (int) or a fraction of them (float in [0, 1])", value)
+
+
+def posthoc_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The callbacks of the post-hoc groups (``calibration``, ``threshold``): one each, or none for ``none``.
+
+    Their keys read as ``threshold.min_precision``; each stage of a run gets its own.
+    """
+    return [instantiate(cfg[group], _convert_="all") for group in POSTHOC_GROUPS
+            if cfg.get(group) and "_target_" in cfg[group]]
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -73,7 +86,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         class_names=datamodule.class_names,
         loss=instantiate(cfg.loss, _convert_="all"),
     )
-    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    callbacks: list[Callback] = [*instantiate_group(cfg.get("callbacks")), *posthoc_callbacks(cfg)]
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
@@ -131,7 +144,7 @@ def train(cfg: DictConfig) -> float | None:
 
 
 #: The entries of stage 1 that metrics.json keeps under ``stage1/`` beside stage 2's.
-STAGE_ENTRY_PREFIXES = ("val/", "test/", "best/", Key.OBJECTIVE)
+STAGE_ENTRY_PREFIXES = ("val/", "test/", "best/", "calibration/", "threshold/", "posthoc_tau", Key.OBJECTIVE)
 
 
 def run_second_stage(cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule,
@@ -150,7 +163,8 @@ def run_second_stage(cfg: DictConfig, model: L.LightningModule, datamodule: L.Li
                                if key.startswith(STAGE_ENTRY_PREFIXES)})
     log.info("Stage 2: %s (%s) on the stage-1 classifier", stage.method, type(stage).__name__)
     stage_trainer = instantiate(
-        cfg.trainer, max_epochs=max(stage.epochs, 1), min_epochs=None, callbacks=[],
+        # The post-hoc choices (temperature, threshold) are made again, on the stage-2 classifier.
+        cfg.trainer, max_epochs=max(stage.epochs, 1), min_epochs=None, callbacks=posthoc_callbacks(cfg),
         # Stage 2 is short and ends with the weights it tests: no checkpoint selection of its own.
         logger=trainer.loggers or False, enable_checkpointing=False,
     )

@@ -11,17 +11,22 @@ binary tasks).
 Binary and multi-label tasks also keep the epoch's scores (``dist_reduce_fx="cat"``)
 for the threshold-free AUROC and average precision of torchmetrics' functional API.
 
+The expected calibration error (``ece``) comes from a child torchmetrics
+``CalibrationError`` (15 equal-width bins, L1), synced with the parent; the
+same synced confidences give the reliability bins of :func:`reliability_bins`.
+
 The functions above the class are the arithmetic; the class only accumulates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import torch
 from dataclasses import dataclass
 
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibrationError
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_average_precision,
@@ -34,8 +39,10 @@ from lit_imbalance._checks import check_positive_int, fail
 from lit_imbalance.tasks import Task, check_task
 
 IGNORE_INDEX = -100
-#: Probability above which a sigmoid output counts as a positive prediction.
+#: Probability above which a sigmoid output counts as a positive prediction, unless a threshold is set.
 THRESHOLD = 0.5
+#: Equal-width confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+CALIBRATION_BINS = 15
 
 
 def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -90,6 +97,66 @@ def class_rates(true_positives: Tensor, false_positives: Tensor, false_negatives
 
 
 @dataclass(frozen=True)
+class ReliabilityBins:
+    """A reliability diagram's numbers: equal-width confidence bins over ``[0, 1]``.
+
+    For multiclass tasks the confidence is the top softmax probability and the
+    accuracy whether the top class was right; for binary and multi-label tasks
+    (one sigmoid per output, as torchmetrics' ``BinaryCalibrationError``) the
+    confidence is the predicted probability of the positive label and the
+    "accuracy" the fraction of positives. Empty bins have confidence and
+    accuracy 0 and count 0.
+
+    Attributes:
+        confidence: ``(B,)`` mean confidence per bin.
+        accuracy: ``(B,)`` accuracy (fraction of positives) per bin.
+        count: ``(B,)`` samples per bin.
+        ece: the expected calibration error of these samples.
+    """
+
+    confidence: Tensor
+    accuracy: Tensor
+    count: Tensor
+    ece: float
+
+    @property
+    def edges(self) -> Tensor:
+        """The ``B + 1`` bin edges, ``0, 1/B, ..., 1``."""
+        return torch.linspace(0, 1, len(self.count) + 1, dtype=torch.float64)
+
+
+def reliability_bins(confidences: Tensor, accuracies: Tensor, n_bins: int = CALIBRATION_BINS) -> ReliabilityBins:
+    """Bin ``confidences`` into ``n_bins`` equal-width bins ``[k/B, (k+1)/B)`` (the last one closed).
+
+    ``ece`` is ``sum_b (n_b / N) |acc_b - conf_b|``, torchmetrics' L1 calibration
+    error (which gives a confidence of exactly 1.0 a bin of its own; here it
+    belongs to the last bin).
+
+    Args:
+        confidences: ``(N,)`` probabilities in ``[0, 1]``.
+        accuracies: ``(N,)`` 1 where the prediction was right (the label positive), else 0.
+        n_bins: number of bins ``B``.
+
+    Example:
+        >>> bins = reliability_bins(torch.tensor([0.25, 0.25, 0.5, 1.0]), torch.tensor([0, 1, 1, 1]), n_bins=2)
+        >>> bins.confidence.tolist(), bins.accuracy.tolist(), bins.count.tolist(), bins.ece
+        ([0.25, 0.75], [0.5, 1.0], [2, 2], 0.25)
+    """
+    check_positive_int("n_bins", n_bins)
+    confidences = confidences.detach().reshape(-1).to(torch.float64).cpu()
+    accuracies = accuracies.detach().reshape(-1).to(torch.float64).cpu()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    # right=True puts a value on an inner edge into the bin that starts there; 1.0 joins the last bin.
+    index = (torch.bucketize(confidences, edges, right=True) - 1).clamp(0, n_bins - 1)
+    count = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidences))
+    confidence_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, index, confidences)
+    accuracy_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, index, accuracies)
+    confidence, accuracy = safe_divide(confidence_sum, count), safe_divide(accuracy_sum, count)
+    ece = float((count / count.sum().clamp_min(1) * (accuracy - confidence).abs()).sum())
+    return ReliabilityBins(confidence.float(), accuracy.float(), count.long(), ece)
+
+
+@dataclass(frozen=True)
 class EvaluationSummary:
     """What a stage's metrics saw in one epoch, for callbacks that draw or report it.
 
@@ -100,6 +167,8 @@ class EvaluationSummary:
         class_counts: training samples (multi-label: positives) per class.
         many_threshold: more training samples than this is many-shot.
         few_threshold: fewer training samples than this is few-shot.
+        reliability: the reliability bins of the epoch's confidences (synced),
+            ``None`` when the metrics saw hard labels instead of logits.
     """
 
     confusion: Tensor
@@ -107,6 +176,7 @@ class EvaluationSummary:
     class_counts: Tensor
     many_threshold: int
     few_threshold: int
+    reliability: ReliabilityBins | None = None
 
     @property
     def support(self) -> Tensor:
@@ -148,6 +218,14 @@ class ImbalanceMetrics(Metric):
       logged recalls (a model that says "yes" to everything would score 1 on
       that). Adds macro ``auroc`` and ``average_precision``.
 
+    From logits, every task also reports ``ece``, the expected calibration
+    error of torchmetrics' ``MulticlassCalibrationError`` (top-label) or
+    ``BinaryCalibrationError`` (binary; multi-label: over every label entry),
+    15 bins, L1; :meth:`summary` carries its reliability bins. Binary tasks add
+    ``precision`` and ``f1`` of the positive class; with ``nll=True`` every
+    task adds ``nll``, the mean negative log-likelihood (cross-entropy, or
+    binary cross-entropy per label entry).
+
     Targets equal to ``-100`` are ignored. Updating never synchronises with the
     device (no ``.item()``, no data-dependent shapes on the hot path).
 
@@ -157,6 +235,10 @@ class ImbalanceMetrics(Metric):
         many_threshold: a class with more training samples is many-shot.
         few_threshold: a class with fewer training samples is few-shot.
         task: ``"multiclass"``, ``"binary"`` or ``"multilabel"``.
+        threshold: binary and multi-label tasks predict positive above this
+            probability (multi-label: one per label, or one for all); see
+            :meth:`set_threshold`.
+        nll: also report the mean negative log-likelihood ``nll``.
         **kwargs: forwarded to :class:`torchmetrics.Metric` (``sync_on_compute``, ...).
 
     Example:
@@ -167,7 +249,7 @@ class ImbalanceMetrics(Metric):
         >>> binary = ImbalanceMetrics(2, task="binary")
         >>> binary.update(torch.tensor([-2.0, 1.0, -1.0, 3.0]), torch.tensor([0, 0, 1, 1]))
         >>> {k: round(v.item(), 4) for k, v in binary.compute().items() if "/" not in k}
-        {'acc': 0.5, 'balanced_acc': 0.5, 'macro_f1': 0.5, 'auroc': 0.75, 'average_precision': 0.8333}
+        {'acc': 0.5, 'balanced_acc': 0.5, 'macro_f1': 0.5, 'precision': 0.5, 'f1': 0.5, 'auroc': 0.75, 'average_precision': 0.8333, 'ece': 0.4072}
     """
 
     is_differentiable = False
@@ -182,6 +264,8 @@ class ImbalanceMetrics(Metric):
         many_threshold: int = 100,
         few_threshold: int = 20,
         task: Task = "multiclass",
+        threshold: float | Sequence[float] = THRESHOLD,
+        nll: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -206,9 +290,39 @@ class ImbalanceMetrics(Metric):
         if task != "multiclass":
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("labels", [], dist_reduce_fx="cat")
-        # Not a metric state: the training counts, for the shot groups; set once per fit.
+        self.nll = bool(nll)
+        self.add_state("nll_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("nll_count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # A child metric, synced by compute() below together with this one's states. validate_args
+        # off: its checks read values on the host (a device sync per batch) and the inputs are ours.
+        calibration_args = dict(n_bins=CALIBRATION_BINS, norm="l1", ignore_index=IGNORE_INDEX, validate_args=False,
+                                sync_on_compute=False)
+        self.calibration: Metric = (
+            MulticlassCalibrationError(num_classes, **calibration_args) if task == "multiclass"
+            else BinaryCalibrationError(**calibration_args)
+        )
+        # Not metric states: the training counts, for the shot groups (set once per fit), and the
+        # decision threshold (set after it was chosen on validation data).
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.long), persistent=False)
+        self.register_buffer("threshold", torch.full((), THRESHOLD), persistent=False)
+        self.set_threshold(threshold)
         self.synced_confusion: Tensor | None = None
+        self.synced_reliability: ReliabilityBins | None = None
+
+    def set_threshold(self, threshold: float | Sequence[float] | Tensor) -> None:
+        """Predict positive above ``threshold`` (binary: one probability; multi-label: one or one per label)."""
+        value = torch.as_tensor(threshold, dtype=torch.float32).detach().cpu()
+        labels = self.num_classes if self.task == "multilabel" else 1
+        if value.ndim > 1 or value.numel() not in (1, labels) or not bool(((value >= 0) & (value <= 1)).all()):
+            fail("threshold", f"a probability in [0, 1] (or {labels} of them, one per label)", value.tolist())
+        if self.task == "multiclass" and float(value.reshape(-1)[0]) != THRESHOLD:
+            fail("threshold", f"{THRESHOLD} for task='multiclass' (the top class is predicted)", value.tolist())
+        self.threshold = value.reshape(-1)[0].clone() if value.numel() == 1 else value.clone()
+        self.threshold = self.threshold.to(self.class_counts.device)
+
+    def reset(self) -> None:
+        super().reset()
+        self.calibration.reset()
 
     def set_class_counts(self, class_counts: Tensor) -> None:
         """Training samples (multi-label: positives) per class; enables the many/medium/few-shot keys."""
@@ -218,13 +332,19 @@ class ImbalanceMetrics(Metric):
         """Add a batch: ``preds`` are logits (or hard labels), see the class docstring for shapes."""
         target = target.long()
         if self.task == "multiclass":
-            predicted = preds.argmax(dim=1) if preds.is_floating_point() and preds.ndim > 1 else preds.long()
+            from_logits = preds.is_floating_point() and preds.ndim > 1
+            predicted = preds.argmax(dim=1) if from_logits else preds.long()
             self._count(target.reshape(-1), predicted.reshape(-1), self.num_classes)
+            if from_logits:
+                # Classes last, one row per prediction: (N, C) and (N, C, d1, ...) alike.
+                log_probs = preds.detach().float().movedim(1, -1).reshape(-1, self.num_classes).log_softmax(-1)
+                self._add_nll(log_probs, target.reshape(-1))
+                self.calibration.update(log_probs.exp(), target.reshape(-1))
             return
         if self.task == "binary":
             preds, target = preds.reshape(-1), target.reshape(-1)
         scores = preds.float().sigmoid() if preds.is_floating_point() else None
-        predicted = (scores > THRESHOLD).long() if scores is not None else preds.long()
+        predicted = (scores > self.threshold).long() if scores is not None else preds.long()
         if self.task == "binary":
             self._count(target, predicted, 2)
         else:
@@ -236,6 +356,23 @@ class ImbalanceMetrics(Metric):
         if scores is not None:
             self.scores.append(scores.detach())
             self.labels.append(target)
+            self._add_nll(preds.detach().float(), target)
+            self.calibration.update(scores.detach().reshape(-1), target.reshape(-1))
+
+    def _add_nll(self, outputs: Tensor, target: Tensor) -> None:
+        """Sum and count of the negative log-likelihood: ``outputs`` are log-probabilities ``(N, C)`` or logits."""
+        if not self.nll:
+            return
+        valid = target != IGNORE_INDEX
+        if self.task == "multiclass":
+            losses = -outputs.gather(1, target.clamp_min(0).unsqueeze(1)).squeeze(1)
+        else:
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(
+                outputs, target.clamp_min(0).to(outputs.dtype), reduction="none"
+            )
+        # Masked sums, not boolean indexing: no data-dependent shape, no host sync.
+        self.nll_sum += torch.where(valid, losses, torch.zeros_like(losses)).sum().double()
+        self.nll_count += valid.sum().double()
 
     def _count(self, target: Tensor, predicted: Tensor, num_classes: int) -> None:
         valid = target != IGNORE_INDEX
@@ -250,6 +387,9 @@ class ImbalanceMetrics(Metric):
             values, support, recall = multilabel_summary(confusion)
         else:
             values, support, recall = multiclass_summary(confusion)
+        if self.task == "binary":
+            positive = class_rates(confusion[1, 1], confusion[0, 1], confusion[1, 0])
+            values["precision"], values["f1"] = positive["precision"], positive["f1"]
         if self.task != "multiclass" and self.scores:
             scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
             if self.task == "binary":
@@ -260,6 +400,11 @@ class ImbalanceMetrics(Metric):
                 values["average_precision"] = multilabel_average_precision(
                     scores, labels, self.num_classes, ignore_index=IGNORE_INDEX
                 )
+        if self.nll:
+            values["nll"] = self.nll_sum / self.nll_count.clamp_min(1)
+        self.synced_reliability = None
+        if self.calibration.update_count > 0:
+            values["ece"], self.synced_reliability = self._calibration_error()
         # A class with no samples in this split has no recall: NaN (null in metrics.json), never
         # 0.0, so that balanced accuracy is the mean of the recalls that are logged as numbers.
         recall = torch.where(support > 0, recall, torch.full_like(recall, float("nan")))
@@ -274,6 +419,18 @@ class ImbalanceMetrics(Metric):
                     values[f"{group}_recall"] = recall[mask].mean()
         return {key: value.float() for key, value in values.items()}
 
+    def _calibration_error(self) -> tuple[Tensor, ReliabilityBins]:
+        """torchmetrics' calibration error and the reliability bins, both from the synced confidences."""
+        calibration = self.calibration
+        # The child syncs only here (its own sync_on_compute is off), once, for both numbers;
+        # this metric's own sync_on_compute (and the distributed check) decide as for its states.
+        with calibration.sync_context(dist_sync_fn=self.dist_sync_fn, process_group=self.process_group,
+                                      should_sync=self.sync_on_compute):
+            ece = calibration.compute()
+            bins = reliability_bins(dim_zero_cat(calibration.confidences), dim_zero_cat(calibration.accuracies),
+                                    CALIBRATION_BINS)
+        return ece, bins
+
     def summary(self) -> EvaluationSummary:
         """The confusion matrix the last :meth:`compute` read (synced), with names and training counts."""
         if self.synced_confusion is None:
@@ -284,6 +441,7 @@ class ImbalanceMetrics(Metric):
             class_counts=self.class_counts.detach().cpu(),
             many_threshold=self.many_threshold,
             few_threshold=self.few_threshold,
+            reliability=self.synced_reliability,
         )
 
 
@@ -333,3 +491,20 @@ def balanced_accuracy(logits: Tensor, target: Tensor, num_classes: int) -> float
     metrics = ImbalanceMetrics(num_classes, sync_on_compute=False)
     metrics.update(logits, target)
     return float(metrics.compute()["balanced_acc"])
+
+
+def best_on_grid(grid: Sequence[float], score: Callable[[float], float]) -> tuple[float, list[float]]:
+    """The value of ``grid`` with the highest ``score``, the smallest of equal best ones, and every score.
+
+    The smallest: every grid here starts at "no change" (τ = 0), and of equally
+    good values the one that changes the model least is the robust choice.
+
+    Example:
+        >>> best_on_grid([0.0, 0.5, 1.0, 1.5], lambda tau: min(tau, 1.0))
+        (1.0, [0.0, 0.5, 1.0, 1.0])
+    """
+    if len(grid) == 0:
+        fail("grid", "at least one candidate value", list(grid))
+    scores = [float(score(float(value))) for value in grid]
+    best = max(scores)
+    return min(float(v) for v, s in zip(grid, scores) if s == best), scores

@@ -27,6 +27,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import math
+
 import lightning as L
 import torch
 from torch import Tensor, nn
@@ -36,13 +38,19 @@ from lit_imbalance._checks import check_non_negative, fail
 from lit_imbalance.counts import ClassCounts, datamodule_class_counts, dataset_class_counts
 from lit_imbalance.criterion import ImbalanceCriterion, check_soft_targets, count_tensor
 from lit_imbalance.heads import find_classifier_head
-from lit_imbalance.metrics import EvaluationSummary, ImbalanceMetrics
+from lit_imbalance.metrics import THRESHOLD, EvaluationSummary, ImbalanceMetrics
 from lit_imbalance.mixing import BatchMixer
-from lit_imbalance.priors import init_bias_prior
+from lit_imbalance.outputs import collect_outputs
+from lit_imbalance.priors import TAU_GRID, init_bias_prior, tune_posthoc_tau
 from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.tasks import Task, num_outputs, resolve_num_classes
 
 EVAL_STAGES = ("val", "test")
+#: Extra metric sets of a stage, logged under ``<stage>/<view>/``: post-hoc adjusted logits, temperature-scaled
+#: logits, and (when a decision threshold was chosen) the default threshold 0.5 for comparison.
+EVAL_VIEWS = ("adjusted", "calibrated", "default_threshold")
+#: Post-hoc choices kept as buffers (in checkpoints); NaN means "not chosen".
+POSTHOC_BUFFERS = ("calibration_temperature", "decision_threshold", "tuned_posthoc_tau")
 log = logging.getLogger(__name__)
 
 
@@ -82,13 +90,27 @@ class ImbalanceMixin:
     multi-label tasks also ``<stage>/auroc`` and ``<stage>/average_precision``;
     with ``posthoc_tau`` the same keys again under ``<stage>/adjusted/`` for the
     adjusted logits; ``train/loss`` and, with a warm-up, ``train/warmup_factor``.
+    Every stage also logs ``<stage>/ece`` (binary: also ``precision`` and ``f1``
+    of the positive class).
+
+    Post-hoc choices made on validation outputs after training (by the
+    :class:`~lit_imbalance.callbacks.TemperatureScaling` and
+    :class:`~lit_imbalance.callbacks.ThresholdTuning` callbacks at
+    ``on_test_start``, and by ``posthoc_tau="tune"`` itself) are buffers saved in
+    checkpoints, and the test reports them: ``calibration/temperature`` with
+    ``test/nll`` and ``test/calibrated/*`` (``ece``, ``nll``, ...) for the logits
+    divided by it; ``threshold/value`` (multi-label: ``threshold/<label>``) with
+    the ``test/*`` keys at the chosen threshold and ``test/default_threshold/*``
+    at 0.5; ``posthoc_tau`` with ``test/adjusted/*``.
 
     The interface for callbacks:
 
     - :attr:`class_counts`: the training samples per class of this fit;
     - :meth:`evaluation_summary`: the synced confusion matrix, class names and
       counts of the last validation or test epoch;
-    - :meth:`refresh_class_counts`: find the counts again (the training set changed).
+    - :meth:`refresh_class_counts`: find the counts again (the training set changed);
+    - :meth:`set_temperature`, :meth:`set_decision_threshold`, :meth:`set_posthoc_tau`:
+      record a post-hoc choice.
     """
 
     imbalance_criterion: ImbalanceCriterion
@@ -107,7 +129,7 @@ class ImbalanceMixin:
         class_names: Sequence[str] | None = None,
         class_counts: Sequence[int] | Tensor | None = None,
         num_samples: int | None = None,
-        posthoc_tau: float | None = None,
+        posthoc_tau: float | str | None = None,
         many_threshold: int = 100,
         few_threshold: int = 20,
         mixup: BatchMixer | None = None,
@@ -144,7 +166,10 @@ class ImbalanceMixin:
             posthoc_tau: when set, validation/test also report metrics of the
                 adjusted logits ``logits - tau * prior_logits`` under
                 ``<stage>/adjusted/``, and :meth:`adjust_logits` applies it (use it
-                in ``predict_step``).
+                in ``predict_step``). ``"tune"`` (multiclass): at the start of each
+                test, the tau of :data:`~lit_imbalance.priors.TAU_GRID` with the best
+                validation balanced accuracy (the datamodule's ``val_dataloader``);
+                only the test reports ``adjusted`` keys then.
             many_threshold: classes with more training samples count as many-shot.
             few_threshold: classes with fewer training samples count as few-shot.
             mixup: a :class:`~lit_imbalance.mixing.BatchMixer` (mixup, remix,
@@ -159,7 +184,13 @@ class ImbalanceMixin:
             # LightningModule's own (empty) hooks would shadow the mixin's.
             fail("bases", "ImbalanceMixin listed before LightningModule", [c.__name__ for c in type(self).__bases__], TypeError)
         num_classes = resolve_num_classes(task, num_classes)
-        if posthoc_tau is not None:
+        if isinstance(posthoc_tau, str):
+            if posthoc_tau != "tune":
+                fail("posthoc_tau", "a non-negative float, 'tune' or None", posthoc_tau)
+            if task != "multiclass":
+                fail("posthoc_tau", f"a float or None for task={task!r} ('tune' is for multiclass; binary and "
+                     "multi-label decisions are tuned by the threshold group)", posthoc_tau)
+        elif posthoc_tau is not None:
             check_non_negative("posthoc_tau", posthoc_tau)
         if not isinstance(bias_prior, bool):
             fail("bias_prior", "a bool", bias_prior, TypeError)
@@ -180,10 +211,23 @@ class ImbalanceMixin:
         self.imbalance_mixer = mixup
 
         metric_args = dict(class_names=class_names, many_threshold=many_threshold, few_threshold=few_threshold, task=task)
-        stages = [*EVAL_STAGES, *(f"{s}_adjusted" for s in EVAL_STAGES if posthoc_tau is not None)]
+        self._metric_args = metric_args
+        # A tuned tau is known only from the first test on: validation during the fit has no adjusted view.
+        adjusted = [] if posthoc_tau is None else ["test_adjusted"] if posthoc_tau == "tune" else ["val_adjusted", "test_adjusted"]
+        stages = [*EVAL_STAGES, *adjusted]
         self.imbalance_metrics = nn.ModuleDict({stage: ImbalanceMetrics(num_classes, **metric_args) for stage in stages})
         # Restored from a checkpoint as True, so a resumed or fine-tuning fit keeps the trained bias.
         self.register_buffer("bias_prior_applied", torch.zeros((), dtype=torch.bool))
+        # Post-hoc choices, NaN until made; buffers, so a checkpoint written after them carries them.
+        self.register_buffer("calibration_temperature", torch.full((), math.nan))
+        if task != "multiclass":
+            self.register_buffer("decision_threshold", torch.full((num_outputs(task, num_classes),), math.nan))
+        if posthoc_tau == "tune":
+            self.register_buffer("tuned_posthoc_tau", torch.full((), math.nan))
+        # Python copies of the buffers, read by every evaluation step without a device sync; refreshed
+        # after every load_state_dict (a module-level function: ddp_spawn pickles the module).
+        self._posthoc: dict[str, float | list[float] | None] = {"temperature": None, "threshold": None, "tau": None}
+        self.register_load_state_dict_post_hook(_read_loaded_posthoc_buffers)  # type: ignore[attr-defined]
         self._evaluation_summaries: dict[str, EvaluationSummary] = {}
         self._imbalance_setup_ran = False
         # A Python flag, not the counts buffer: reading a device tensor every step would sync the host.
@@ -258,11 +302,106 @@ class ImbalanceMixin:
             return x, target
         return self.imbalance_mixer(x, target, self.class_counts, self.imbalance_task)
 
+    @property
+    def posthoc_tau_value(self) -> float | None:
+        """The tau :meth:`adjust_logits` applies: ``posthoc_tau``, the tuned one for ``"tune"`` (None before tuning)."""
+        if self.posthoc_tau == "tune":
+            return self._posthoc["tau"]  # type: ignore[return-value]
+        return self.posthoc_tau  # type: ignore[return-value]
+
     def adjust_logits(self, logits: Tensor) -> Tensor:
-        """Post-hoc adjusted logits ``logits - posthoc_tau * prior_logits``; unchanged without ``posthoc_tau``."""
-        if self.posthoc_tau is None:
+        """Post-hoc adjusted logits ``logits - tau * prior_logits``; unchanged without a tau (see :attr:`posthoc_tau_value`)."""
+        tau = self.posthoc_tau_value
+        if tau is None:
             return logits
-        return self.imbalance_criterion.adjust_logits(logits, self.posthoc_tau)
+        return self.imbalance_criterion.adjust_logits(logits, tau)
+
+    def calibrated_logits(self, logits: Tensor) -> Tensor:
+        """``logits / T`` with the fitted temperature; unchanged before :meth:`set_temperature`."""
+        temperature = self._posthoc["temperature"]
+        return logits if temperature is None else logits / temperature
+
+    def predict_labels(self, logits: Tensor) -> Tensor:
+        """The decisions: the top class of the adjusted logits (multiclass), or ``sigmoid > threshold``.
+
+        The threshold is the chosen one (:meth:`set_decision_threshold`), 0.5 before a choice;
+        binary logits ``(N, 1)`` give labels ``(N,)``.
+        """
+        if self.imbalance_task == "multiclass":
+            return self.adjust_logits(logits).argmax(dim=1)
+        scores = logits.float().sigmoid()
+        if self.imbalance_task == "binary":
+            scores = scores.reshape(-1)
+        threshold = self._posthoc["threshold"]
+        # The rule of ImbalanceMetrics: positive strictly above the threshold (per label for multi-label).
+        cut = torch.as_tensor(THRESHOLD if threshold is None else threshold, dtype=scores.dtype, device=scores.device)
+        return (scores > cut).long()
+
+    def set_temperature(self, temperature: float) -> None:
+        """Record the calibration temperature ``T > 0``: the test reports ``test/calibrated/*`` for ``logits / T``."""
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            fail("temperature", "a positive finite float", temperature)
+        self.calibration_temperature.fill_(float(temperature))
+        self._read_posthoc_buffers()
+
+    def set_decision_threshold(self, threshold: float | Sequence[float]) -> None:
+        """Record the decision threshold (binary: one probability; multi-label: one per label, or one for all)."""
+        if self.imbalance_task == "multiclass":
+            fail("threshold", "None for task='multiclass' (the top class is predicted)", threshold)
+        value = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
+        if value.numel() not in (1, self.decision_threshold.numel()) or not bool(((value >= 0) & (value <= 1)).all()):
+            fail("threshold", f"a probability in [0, 1] or {self.decision_threshold.numel()} of them", value.tolist())
+        self.decision_threshold.copy_(value.expand_as(self.decision_threshold))
+        self._read_posthoc_buffers()
+
+    def set_posthoc_tau(self, tau: float) -> None:
+        """Record the tuned tau of ``posthoc_tau="tune"``."""
+        if self.posthoc_tau != "tune":
+            fail("posthoc_tau", "'tune' to set a tuned tau", self.posthoc_tau)
+        self.tuned_posthoc_tau.fill_(check_non_negative("tau", tau))
+        self._read_posthoc_buffers()
+
+    def tune_posthoc_tau(self) -> float:
+        """Choose tau on the datamodule's validation outputs (best balanced accuracy), record and return it."""
+        datamodule = getattr(self.trainer, "datamodule", None)  # type: ignore[attr-defined]
+        if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
+            fail("posthoc_tau", "'tune' only with a datamodule that has a val_dataloader", "tune")
+        # Every rank gathers every rank's outputs, so all choose the same tau.
+        outputs = collect_outputs(self, datamodule.val_dataloader())  # type: ignore[arg-type]
+        tau, scores = tune_posthoc_tau(outputs.logits, outputs.targets, self.imbalance_prior_logits().cpu(), TAU_GRID)
+        log.info("posthoc_tau=tune: tau %s (validation balanced accuracy %.4f; %.4f at tau 0)", tau, max(scores), scores[0])
+        self.set_posthoc_tau(tau)
+        return tau
+
+    def _read_posthoc_buffers(self) -> None:
+        """Refresh the Python copies of the post-hoc buffers (once per choice or test, not per step)."""
+        temperature = float(self.calibration_temperature)
+        self._posthoc["temperature"] = temperature if math.isfinite(temperature) else None
+        if self.imbalance_task != "multiclass":
+            values = self.decision_threshold.tolist()
+            chosen = all(math.isfinite(v) for v in values)
+            self._posthoc["threshold"] = (values[0] if self.imbalance_task == "binary" else values) if chosen else None
+        if self.posthoc_tau == "tune":
+            tau = float(self.tuned_posthoc_tau)
+            self._posthoc["tau"] = tau if math.isfinite(tau) else None
+
+    def _prepare_test_views(self) -> None:
+        """The test's metric sets for the post-hoc choices made so far."""
+        self._read_posthoc_buffers()
+        threshold = self._posthoc["threshold"]
+        test = self.imbalance_metrics["test"]
+        test.set_threshold(THRESHOLD if threshold is None else threshold)
+        # The NLL before and after calibration, side by side.
+        test.nll = self._posthoc["temperature"] is not None
+        wanted = {"calibrated": self._posthoc["temperature"] is not None, "default_threshold": threshold is not None}
+        for view, needed in wanted.items():
+            key = f"test_{view}"
+            if needed and key not in self.imbalance_metrics:
+                metrics = ImbalanceMetrics(self.num_classes, nll=view == "calibrated", **self._metric_args)
+                self.imbalance_metrics[key] = metrics.to(self.device)  # type: ignore[attr-defined]
+                metrics.set_class_counts(self.class_counts)
+            elif not needed and key in self.imbalance_metrics:
+                del self.imbalance_metrics[key]
 
     # --- Lightning hooks ----------------------------------------------------------------
 
@@ -280,6 +419,21 @@ class ImbalanceMixin:
             found = self._find_class_counts(self.trainer, from_train_loader=False)  # type: ignore[attr-defined]
             if found is not None:
                 self.apply_class_counts(*found)
+
+    def on_test_start(self) -> None:
+        super().on_test_start()  # type: ignore[misc]
+        # After the callbacks' on_test_start (TemperatureScaling, ThresholdTuning) and the checkpoint restore.
+        if self.posthoc_tau == "tune":
+            self.tune_posthoc_tau()
+        self._prepare_test_views()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        # Checkpoints written before the post-hoc buffers existed load as "nothing chosen".
+        state = checkpoint.get("state_dict", {})
+        for name in POSTHOC_BUFFERS:
+            if hasattr(self, name):
+                state.setdefault(name, getattr(self, name).detach().clone().fill_(math.nan))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()  # type: ignore[misc]
@@ -356,9 +510,14 @@ class ImbalanceMixin:
         )
         if stage in EVAL_STAGES:
             logits = logits.detach()
-            self.imbalance_metrics[stage].update(logits, target)
-            if self.posthoc_tau is not None:
-                self.imbalance_metrics[f"{stage}_adjusted"].update(self.adjust_logits(logits), target)
+            metrics = self.imbalance_metrics
+            metrics[stage].update(logits, target)
+            if f"{stage}_adjusted" in metrics and self.posthoc_tau_value is not None:
+                metrics[f"{stage}_adjusted"].update(self.adjust_logits(logits), target)
+            if f"{stage}_calibrated" in metrics:
+                metrics[f"{stage}_calibrated"].update(self.calibrated_logits(logits), target)
+            if f"{stage}_default_threshold" in metrics:
+                metrics[f"{stage}_default_threshold"].update(logits, target)
         return loss
 
     def on_validation_epoch_end(self) -> None:
@@ -372,8 +531,9 @@ class ImbalanceMixin:
     def log_imbalance_metrics(self, stage: str) -> dict[str, Tensor]:
         """Compute (synced across ranks), log and reset the metrics of ``stage`` (and its adjusted twin)."""
         values: dict[str, Tensor] = {}
-        for key, prefix in ((stage, f"{stage}/"), (f"{stage}_adjusted", f"{stage}/adjusted/")):
-            if key not in self.imbalance_metrics:
+        for key, prefix in ((stage, f"{stage}/"), *((f"{stage}_{view}", f"{stage}/{view}/") for view in EVAL_VIEWS)):
+            # A view that saw no batch (adjusted before a tau was tuned) has nothing to say.
+            if key not in self.imbalance_metrics or (key != stage and self.imbalance_metrics[key].update_count == 0):
                 continue
             metrics = self.imbalance_metrics[key]
             # From the criterion's buffer, which a checkpoint restore may have replaced since setup.
@@ -381,12 +541,33 @@ class ImbalanceMixin:
             values.update({prefix + name: value for name, value in metrics.compute().items()})
             self._evaluation_summaries[key] = metrics.summary()
             metrics.reset()
+        if stage == "test":
+            values.update(self._posthoc_values())
         headline = f"{stage}/balanced_acc"
         for name, value in values.items():
             # Already synced and equal on every rank: their max over ranks is that value,
             # exactly, which is what Lightning's epoch-level sync_dist asks for.
             self.log(name, value, prog_bar=name == headline, sync_dist=True, reduce_fx="max")  # type: ignore[attr-defined]
         return values
+
+
+    def _posthoc_values(self) -> dict[str, Tensor]:
+        """The post-hoc choices the test used, as loggable scalars (they land in metrics.json)."""
+        values = {}
+        if self._posthoc["temperature"] is not None:
+            values["calibration/temperature"] = self._posthoc["temperature"]
+        threshold = self._posthoc["threshold"]
+        if isinstance(threshold, float):
+            values["threshold/value"] = threshold
+        elif threshold is not None:
+            values.update({f"threshold/{name}": value for name, value in zip(self.class_names, threshold)})
+        if self.posthoc_tau == "tune" and self._posthoc["tau"] is not None:
+            values["posthoc_tau"] = self._posthoc["tau"]
+        return {key: torch.tensor(float(value), device=self.device) for key, value in values.items()}  # type: ignore[attr-defined]
+
+
+def _read_loaded_posthoc_buffers(module: ImbalanceMixin, incompatible_keys: object) -> None:
+    module._read_posthoc_buffers()
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:

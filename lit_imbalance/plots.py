@@ -23,7 +23,7 @@ from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
 from lit_imbalance._checks import fail
-from lit_imbalance.metrics import per_class_recall, safe_divide, shot_groups
+from lit_imbalance.metrics import ReliabilityBins, per_class_recall, safe_divide, shot_groups
 
 SHOT_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 ANNOTATE_MAX_CELLS = 400  # above this, numbers in cells are unreadable anyway
@@ -254,6 +254,38 @@ def compact_confusion(
     right.set_yticks(range(len(top)), labels, fontsize="small")
     right.set_xlabel("fraction of the true class predicted as the other")
     right.set_title(f"The {len(top)} most confused pairs of {size} classes")
+    return figure
+
+
+def reliability_diagram(bins: ReliabilityBins, title: str | None = None) -> Figure:
+    """Accuracy per confidence bin against the diagonal of perfect calibration, ECE in the title.
+
+    Bars rise to each bin's accuracy (binary/multi-label: fraction of positives);
+    a red cap shows the gap to the bin's mean confidence, and a lower panel the
+    share of samples per bin, so a large gap in an almost empty bin reads as such.
+    Empty bins have no bar.
+    """
+    edges = bins.edges.numpy()
+    width = np.diff(edges)
+    filled = bins.count.numpy() > 0
+    accuracy, confidence = bins.accuracy.double().numpy(), bins.confidence.double().numpy()
+    figure = new_figure(5.5, 6.0)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(edges[:-1][filled], accuracy[filled], width=width[filled], align="edge", color="tab:blue",
+            edgecolor="black", linewidth=0.5, label="accuracy")
+    # The gap between confidence and accuracy, drawn from the accuracy to the confidence.
+    top.bar(edges[:-1][filled], confidence[filled] - accuracy[filled], bottom=accuracy[filled], width=width[filled],
+            align="edge", color="tab:red", alpha=0.3, edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy (fraction of positives)")
+    top.legend(loc="upper left", fontsize="small")
+    top.set_title(title or f"Reliability diagram (ECE {bins.ece:.4f}, {len(bins.count)} bins)")
+    total = max(int(bins.count.sum()), 1)
+    bottom.bar(edges[:-1], bins.count.numpy() / total, width=width, align="edge", color="grey")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("share of samples")
     return figure
 
 

@@ -208,3 +208,37 @@ def init_bias_prior(head: nn.Module, bias: Tensor) -> None:
         fail("head", f"a layer with {bias.numel()} outputs (its bias has shape {tuple(current.shape)})", type(head).__name__)
     with torch.no_grad():
         current.copy_(bias.to(device=current.device, dtype=current.dtype))
+
+
+#: The tau grid of ``posthoc_tau="tune"``: 0 (no adjustment) to 2 in steps of 0.1.
+TAU_GRID = tuple(round(0.1 * step, 1) for step in range(21))
+
+
+def tune_posthoc_tau(
+    logits: Tensor, targets: Tensor, prior_logits: Tensor, grid: Sequence[float] = TAU_GRID
+) -> tuple[float, list[float]]:
+    r"""The :math:`\tau` of the grid whose adjusted logits ``logits - tau * prior_logits`` have the best balanced accuracy.
+
+    Balanced accuracy is the mean recall over the classes present in
+    ``targets`` (targets ``-100`` ignored). Of equal scores the smallest
+    :math:`\tau` (the least adjustment) wins.
+
+    Args:
+        logits: validation logits ``(N, C)``.
+        targets: class indices ``(N,)``.
+        prior_logits: ``(C,)`` log prior of the training classes.
+        grid: the candidate values of :math:`\tau`.
+
+    Returns:
+        The chosen :math:`\tau` and the balanced accuracy of every grid value.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.5], [2.0, 1.9], [0.0, 1.0]])
+        >>> tune_posthoc_tau(logits, torch.tensor([0, 1, 1]), torch.tensor([0.0, -1.0]), grid=[0.0, 1.0])
+        (1.0, [0.75, 1.0])
+    """
+    from lit_imbalance.metrics import balanced_accuracy, best_on_grid  # metrics is heavier than priors' users need
+
+    logits, targets = logits.detach().float().cpu(), targets.detach().long().cpu()
+    prior = prior_logits.float().cpu()
+    return best_on_grid(grid, lambda tau: balanced_accuracy(adjust_logits(logits, prior, -tau), targets, logits.shape[1]))

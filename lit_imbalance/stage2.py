@@ -51,13 +51,13 @@ from lit_imbalance.decoupling import (
     tau_normalized,
     tau_normalize_,
 )
-from lit_imbalance.metrics import balanced_accuracy
+from lit_imbalance.metrics import balanced_accuracy, best_on_grid
 from lit_imbalance.outputs import collect_outputs
+from lit_imbalance.priors import TAU_GRID
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 #: How stage-2 batches are drawn: every class equally often, or as the data is (re-weighted by the loss).
 STAGE2_SAMPLING = ("class_aware", "instance")
-DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
 
 
 class ClassifierStage:
@@ -102,7 +102,7 @@ class TauNormalization(ClassifierStage):
 
     method = "tau_norm"
 
-    def __init__(self, taus: Sequence[float] = DEFAULT_TAUS) -> None:
+    def __init__(self, taus: Sequence[float] = TAU_GRID) -> None:
         if len(taus) == 0:
             fail("decouple.taus", "at least one τ", list(taus))
         self.taus = [check_non_negative("decouple.taus", float(t)) for t in taus]
@@ -114,12 +114,10 @@ class TauNormalization(ClassifierStage):
         val = collect_outputs(model, split_loader(datamodule, "val"), head=head)
         rows = class_weight_rows(head).detach().float().cpu()
         bias = head.bias.detach().float().cpu() if getattr(head, "bias", None) is not None else 0.0
-        scores = {tau: balanced_accuracy(val.features @ tau_normalized(rows, tau).T + bias, val.targets, rows.shape[0])
-                  for tau in self.taus}
-        best = max(scores.values())
-        chosen = min(tau for tau, score in scores.items() if score == best)
+        chosen, scores = best_on_grid(self.taus, lambda tau: balanced_accuracy(
+            val.features @ tau_normalized(rows, tau).T + bias, val.targets, rows.shape[0]))
         tau_normalize_(head, chosen)
-        return {"decouple/tau": chosen, "decouple/val_balanced_acc_at_tau": best}
+        return {"decouple/tau": chosen, "decouple/val_balanced_acc_at_tau": max(scores)}
 
 
 class NearestClassMean(ClassifierStage):

@@ -231,7 +231,7 @@ def test_train_py_decouple_records_stage_one_and_two(method: str, train_cfg, tmp
     train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["decouple/method"] == method
-    for key in ("test/balanced_acc", "val/balanced_acc"):
+    for key in ("test/balanced_acc", "val/balanced_acc", "test/ece"):
         assert record[f"stage1/{key}"] is not None and record[f"stage2/{key}"] is not None
         assert record[key] == record[f"stage2/{key}"]
     assert record["objective"] == record["stage2/val/balanced_acc"]
@@ -252,3 +252,24 @@ def test_decouple_crt_under_ddp_counts_every_test_sample_once(tmp_path: Path) ->
     # Stage 2's test, like stage 1's, sharded without padding and synced: 500 samples once each.
     assert sum(record[f"stage2/test/support/{c}"] for c in range(10)) == 500
     assert sum(record[f"stage1/test/support/{c}"] for c in range(10)) == 500
+
+
+def test_weight_balancing_runs_both_stages_with_max_norm_and_records_ece(train_cfg, tmp_path: Path) -> None:
+    cfg = train_cfg("method=weight_balancing", "trainer.max_epochs=2", "decouple.epochs=1")
+    assert cfg.decouple.max_norm == cfg.callbacks.max_norm.max_norm == 1.0
+    assert cfg.decouple.loss._target_.endswith("ClassBalancedLoss") and cfg.decouple.reinitialize is False
+    train(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["decouple/method"] == "crt" and 0.0 <= record["test/ece"] <= 1.0
+    state = torch.load(tmp_path / "checkpoints" / "stage2.ckpt", weights_only=True)["state_dict"]
+    assert float(state["head.weight"].norm(dim=1).max()) <= 1.0 + 1e-5  # MaxNorm held through stage 2
+
+
+def test_calibration_after_stage_two_is_fitted_on_the_stage_two_classifier(train_cfg, tmp_path: Path) -> None:
+    train(train_cfg("decouple=tau_norm", "calibration=temperature", "trainer.max_epochs=2"))
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    # Chosen twice, on each stage's validation outputs: the record keeps both.
+    assert record["stage1/test/calibrated/ece"] is not None and record["stage2/test/calibrated/ece"] is not None
+    assert record["stage1/calibration/temperature"] > 0 and record["stage2/calibration/temperature"] > 0
+    assert record["calibration/temperature"] == record["stage2/calibration/temperature"]
+    assert record["test/ece"] == record["stage2/test/ece"]

@@ -177,7 +177,7 @@ def test_each_mixup_option_instantiates_and_trains_through_train_py(option: str,
     train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "finished" and math.isfinite(record["train/loss_epoch"])
-    assert record["test/balanced_acc"] is not None
+    assert record["test/balanced_acc"] is not None and 0.0 <= record["test/ece"] <= 1.0
 
 
 def test_mixup_none_is_the_default() -> None:

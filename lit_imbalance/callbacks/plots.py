@@ -27,7 +27,10 @@ class ImbalancePlots(Callback):
     - ``<dirpath>/<stage>_recall_by_frequency.png``: recall per class, classes
       sorted by training count, coloured by many/medium/few shot;
     - ``<dirpath>/<stage>_confusion_matrix.png``: row-normalised (not for
-      multi-label, whose matrix is one 2x2 per label).
+      multi-label, whose matrix is one 2x2 per label);
+    - ``<dirpath>/<stage>_reliability.png``: the reliability diagram (accuracy per
+      confidence bin against the diagonal, ECE in the title), when the metrics
+      saw logits; after temperature scaling also ``<stage>_calibrated_reliability.png``.
 
     Above :data:`~lit_imbalance.plots.COMPACT_ABOVE_CLASSES` classes the pictures
     keep a fixed size: recall against training count (one point per class) and
@@ -93,6 +96,13 @@ class ImbalancePlots(Callback):
             figures = {"recall_by_frequency": plots.recall_by_frequency(recall, counts, names, **thresholds)}
             if confusion.ndim == 2:
                 figures["confusion_matrix"] = plots.confusion_matrix(confusion, names)
+        if summary.reliability is not None:
+            figures["reliability"] = plots.reliability_diagram(summary.reliability)
+        calibrated = pl_module.evaluation_summary(f"{stage}_calibrated")
+        if calibrated is not None and calibrated.reliability is not None:
+            figures["calibrated_reliability"] = plots.reliability_diagram(
+                calibrated.reliability, title=f"After temperature scaling (ECE {calibrated.reliability.ece:.4f})"
+            )
         saved = {name: plots.save_figure(figure, self.dirpath / f"{stage}_{name}.png")
                  for name, figure in figures.items()}
         self.saved.update({f"{stage}/{name}": path for name, path in saved.items()})

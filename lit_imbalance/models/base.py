@@ -47,7 +47,8 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
             :meth:`~lit_imbalance.mixin.ImbalanceMixin.configure_imbalance`).
         warmup: a loss warm-up / DRW schedule towards ``loss``.
         bias_prior: initialise the head's bias to the training class prior.
-        posthoc_tau: also report metrics of post-hoc adjusted logits, and predict them.
+        posthoc_tau: also report metrics of post-hoc adjusted logits, and predict them
+            (``"tune"``: chosen on validation at the start of the test).
         head: the classifier layer inside ``network``; found by
             :func:`~lit_imbalance.heads.find_classifier_head` when ``None``.
         channels_last: on a CUDA device, keep weights and image batches in the
@@ -73,7 +74,7 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
         task: Task = "multiclass",
         warmup: LossWarmup | None = None,
         bias_prior: bool = True,
-        posthoc_tau: float | None = None,
+        posthoc_tau: float | str | None = None,
         head: nn.Module | None = None,
         channels_last: bool = False,
         mixup: BatchMixer | None = None,
@@ -117,8 +118,13 @@ class ImbalanceClassifier(ImbalanceMixin, L.LightningModule):
         return self.imbalance_step("test", self(x), y)
 
     def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
+        """Multiclass: the (post-hoc adjusted) logits, whose top class is the decision; binary and
+        multi-label: the 0/1 decisions at the chosen threshold (0.5 before one was chosen)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.adjust_logits(self(x))
+        logits = self(x)
+        if self.imbalance_task == "multiclass":
+            return self.adjust_logits(logits)
+        return self.predict_labels(logits)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
