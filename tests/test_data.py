@@ -86,6 +86,16 @@ def test_npz_without_val_holds_out_a_stratified_slice(tmp_path: Path, arrays: di
     assert dm.splits["test"].y.numel() == 30
 
 
+def test_npz_with_val_fraction_zero_trains_on_every_sample_and_validates_on_them(
+    tmp_path: Path, arrays: dict[str, np.ndarray]
+) -> None:
+    dm = NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), val_fraction=0.0)
+    # The 5 samples of the rarest class all train: no hold-out takes one of them.
+    assert dm.train_class_counts.tolist() == [60, 20, 5]
+    assert torch.equal(dm.splits["val"].x, dm.splits["train"].x)
+    assert torch.equal(dm.splits["val"].y, torch.as_tensor(arrays["y_train"]))
+
+
 def test_npz_uses_given_validation_arrays(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
     path = write_npz(tmp_path / "d.npz", **arrays, x_val=arrays["x_test"][:6], y_val=arrays["y_test"][:6])
     dm = NpzDataModule(path=str(path))

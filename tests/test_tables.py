@@ -88,3 +88,9 @@ def test_ordinal_codes_and_unknown_labels(tmp_path: Path) -> None:
         TableDataModule(path=str(tmp_path / "train.csv"), label="target")
     with pytest.raises(FileNotFoundError, match=r"`path` to be an existing .csv or .parquet file, but got '/no.csv'"):
         TableDataModule(path="/no.csv", label="y")
+
+
+def test_a_test_fraction_of_zero_is_refused(tmp_path: Path) -> None:
+    make_table(50, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(ValueError, match=r"`test_fraction`.*0\.0"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", test_fraction=0.0)

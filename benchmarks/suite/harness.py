@@ -40,8 +40,6 @@ METHOD_PREFIX = "method_"
 REFERENCE = "plain_la"  # the row the recipe must beat by MARGIN on every dataset
 RECIPE = "longtail_recipe"
 MARGIN = 0.01
-# Validates on its own training data (no hold-out): its val/* is no evidence and gets no rank.
-FULL_TRAIN_TARGET = "benchmarks.suite.prototype.FullTrainNpzDataModule"
 COLUMNS = ["dataset", "method", "kind", "seeds", "test_balanced_acc", "test_balanced_acc_std",
            "val_balanced_acc", "val_best_balanced_acc", "val_rank", "test_rank", "train_time_s"]
 
@@ -105,7 +103,8 @@ def job_rows(dataset: str, sweep_dir: Path) -> list[dict]:
         cfg = OmegaConf.load(job.directory / ".hydra" / "config.yaml")
         name, kind = label(str(job.parameters["experiment"]))
         adjusted = "test/adjusted/balanced_acc" in job.metrics
-        held_out = cfg.data.get("_target_") != FULL_TRAIN_TARGET
+        # val_fraction=0 validates on the training data (no hold-out): its val/* is no evidence and gets no rank.
+        held_out = cfg.data.get("val_fraction") != 0
         rows.append({"dataset": dataset, "method": name, "kind": kind, "seed": cfg.seed,
                      "test_balanced_acc": job.metrics.get(f"test/{'adjusted/' if adjusted else ''}balanced_acc"),
                      # The last epoch's validation score, not the best one: a maximum over epochs of a

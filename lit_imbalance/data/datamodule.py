@@ -14,6 +14,7 @@ any process is launched.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from lit_imbalance.data.labels import class_counts, dataset_labels
 
 SamplerFactory = Callable[[torch.Tensor], Sampler]
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,22 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
     Every class with at least two samples keeps at least one and gives at least
     one, so a rare class is neither lost from training nor absent from validation.
+    ``fraction=0`` holds nothing out: both index sets are every sample, so
+    validation scores the training samples (a rare class keeps all it has; select
+    the last epoch then, never the best ``val/*``).
 
     Example:
         >>> kept, held = stratified_holdout(np.array([0] * 10 + [1] * 2), 0.2, seed=0)
         >>> np.bincount(np.asarray([0] * 10 + [1] * 2)[held]).tolist()
         [2, 1]
+        >>> [len(part) for part in stratified_holdout(np.array([0] * 10 + [1] * 2), 0.0, seed=0)]
+        [12, 12]
     """
+    if fraction == 0:
+        log.warning("val_fraction=0: no validation hold-out, val/* scores the training samples; "
+                    "test the last epoch (callbacks.model_checkpoint.monitor=null)")
+        everything = np.arange(len(y))
+        return everything, everything
     rng = np.random.default_rng(seed)
     kept, held = [], []
     for cls in np.unique(y):

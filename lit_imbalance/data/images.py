@@ -107,6 +107,9 @@ class ImageFilesDataModule(LabeledDataModule):
         self.image_size = check_positive_int("image_size", image_size)
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
         check_in_unit_interval("test_fraction", test_fraction, open_right=True)
+        if test_fraction == 0:
+            # 0 means "no hold-out" for validation; a test split that is the training split measures nothing.
+            fail("test_fraction", "a share in (0, 1) of each class held out for test", test_fraction)
         self.imbalance_ratio = imbalance_ratio
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.mean, self.std, self.augment = tuple(mean), tuple(std), augment
