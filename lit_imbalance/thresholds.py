@@ -6,7 +6,7 @@ probabilities ``scores`` ``(N,)`` and 0/1 ``targets`` ``(N,)`` and returns the
 threshold ``t`` of the rule "positive iff ``score > t``" (the rule of
 :class:`~lit_imbalance.metrics.ImbalanceMetrics`) that is best by one criterion:
 
-- :func:`best_f1_threshold`: the largest F1 of the positive class;
+- :func:`best_f1_threshold`: the (near-)largest F1 of the positive class;
 - :func:`recall_at_precision_threshold`: the largest recall whose precision is at
   least ``min_precision``;
 - :func:`min_cost_threshold`: the smallest empirical cost under a 2x2 cost matrix.
@@ -21,6 +21,7 @@ after training is :class:`~lit_imbalance.callbacks.ThresholdTuning`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,8 @@ from lit_imbalance.metrics import IGNORE_INDEX, THRESHOLD, safe_divide
 
 log = logging.getLogger(__name__)
 
+#: How :func:`best_f1_threshold` picks among near-best thresholds.
+F1_RULES = ("one_se", "argmax")
 #: The criteria of the ``threshold`` config group (``none`` keeps 0.5).
 THRESHOLD_METHODS = ("f1", "recall_at_precision", "cost")
 
@@ -81,16 +84,33 @@ def threshold_counts(scores: Tensor, targets: Tensor) -> tuple[Tensor, dict[str,
     return candidate_thresholds(unique), {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def best_f1_threshold(scores: Tensor, targets: Tensor) -> float:
-    """The threshold with the largest F1 of the positive class (the highest such threshold on ties).
+def best_f1_threshold(scores: Tensor, targets: Tensor, rule: str = "one_se") -> float:
+    r"""The threshold of (near-)largest F1 of the positive class.
+
+    Args:
+        scores, targets: one label's validation probabilities and 0/1 labels.
+        rule: ``"argmax"``: the threshold of the largest F1 (the highest on
+            ties); ``"one_se"`` (default): the median of the thresholds whose F1
+            is within one standard error :math:`\sqrt{F_1^*(1 - F_1^*) / n_+}` of
+            the largest (Breiman's one-standard-error rule). On a validation set
+            with few positives the F1 curve is flat and noisy near its top, and
+            its argmax lands anywhere on the plateau; the plateau's middle is
+            the choice that moves least with the sample.
 
     Example:
-        >>> round(best_f1_threshold(torch.tensor([0.1, 0.3, 0.35, 0.9]), torch.tensor([0, 1, 1, 1])), 4)
+        >>> scores, targets = torch.tensor([0.1, 0.3, 0.35, 0.9]), torch.tensor([0, 1, 1, 1])
+        >>> round(best_f1_threshold(scores, targets, rule="argmax"), 4)
         0.2
     """
+    check_choice("rule", rule, F1_RULES)
     thresholds, counts = threshold_counts(scores, targets)
     f1 = safe_divide(2 * counts["tp"], 2 * counts["tp"] + counts["fp"] + counts["fn"])
-    return _best(thresholds, f1)
+    if rule == "argmax":
+        return _best(thresholds, f1)
+    best = float(f1.max())
+    positives = float(counts["tp"][0] + counts["fn"][0])
+    tolerance = math.sqrt(best * (1.0 - best) / max(positives, 1.0))
+    return float(thresholds[f1 >= best - tolerance].median())
 
 
 def recall_at_precision_threshold(scores: Tensor, targets: Tensor, min_precision: float) -> float:
@@ -159,8 +179,11 @@ def choose_threshold(
     targets: Tensor,
     min_precision: float | None = None,
     cost_matrix: Sequence[Sequence[float]] | Tensor | None = None,
+    f1_rule: str = "one_se",
 ) -> float:
     """The threshold of ``method`` (one of :data:`THRESHOLD_METHODS`, or ``"none"`` for 0.5).
+
+    ``f1_rule`` is :func:`best_f1_threshold`'s ``rule``.
 
     Example:
         >>> round(choose_threshold("f1", torch.tensor([0.1, 0.3, 0.35, 0.9]), torch.tensor([0, 1, 1, 1])), 4)
@@ -170,7 +193,7 @@ def choose_threshold(
     if method == "none":
         return THRESHOLD
     if method == "f1":
-        return best_f1_threshold(scores, targets)
+        return best_f1_threshold(scores, targets, f1_rule)
     if method == "recall_at_precision":
         if min_precision is None:
             fail("min_precision", "a float in [0, 1] for method='recall_at_precision'", None)

@@ -43,7 +43,7 @@ def test_fraud_example_tunes_the_threshold_on_validation_and_gains_test_f1() -> 
     plain = example.main(max_epochs=6, threshold=None, enable_progress_bar=False, enable_model_summary=False)
     assert tuned["test/default_threshold/f1"] == pytest.approx(plain["test/f1"], abs=1e-6)
     assert "threshold/value" not in plain and "test/default_threshold/f1" not in plain
-    assert tuned["test/f1"] > tuned["test/default_threshold/f1"]  # measured: 0.712 against 0.702
+    assert tuned["test/f1"] > tuned["test/default_threshold/f1"]  # measured: 0.697 against 0.640
     assert tuned["test/auroc"] == tuned["test/default_threshold/auroc"]  # a threshold does not change the ranking
 
 

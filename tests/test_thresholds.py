@@ -38,9 +38,23 @@ def brute_force(scores: torch.Tensor, targets: torch.Tensor, score) -> tuple[flo
 def test_best_f1_threshold_reaches_the_brute_force_f1(scored) -> None:
     scores, targets = scored
     best_f1, _ = brute_force(scores, targets, lambda y, p: f1_score(y, p, zero_division=0))
-    chosen = best_f1_threshold(scores, targets)
+    chosen = best_f1_threshold(scores, targets, rule="argmax")
     assert f1_score(targets.numpy(), (scores.numpy() > chosen).astype(int)) == pytest.approx(best_f1, abs=1e-12)
     assert best_f1 > f1_score(targets.numpy(), (scores.numpy() > 0.5).astype(int))  # 0.5 is a poor cut here
+
+
+def test_one_se_f1_threshold_is_the_middle_of_the_near_best_plateau(scored) -> None:
+    scores, targets = scored
+    y = targets.numpy()
+    candidates = candidate_thresholds(scores).numpy()
+    f1 = np.array([f1_score(y, (scores.numpy() > t).astype(int), zero_division=0) for t in candidates])
+    tolerance = np.sqrt(f1.max() * (1 - f1.max()) / y.sum())
+    near_best = candidates[f1 >= f1.max() - tolerance - 1e-12]
+    # torch's median of an even count is the lower middle value.
+    expected = np.sort(near_best)[(len(near_best) - 1) // 2]
+    chosen = best_f1_threshold(scores, targets)
+    assert chosen == pytest.approx(float(expected), abs=1e-12)
+    assert f1_score(y, (scores.numpy() > chosen).astype(int)) >= f1.max() - tolerance - 1e-12
 
 
 def test_candidates_are_every_decision_with_the_widest_margin() -> None:

@@ -59,6 +59,10 @@ class TransactionsDataModule(L.LightningDataModule):
         return DataLoader(self.test_set, batch_size=1024)
 
 
+#: How much more a missed fraud costs in training than a false alarm.
+FRAUD_WEIGHT = 10.0
+
+
 class FraudClassifier(ImbalanceMixin, L.LightningModule):  # lit_imbalance: the mixin, before LightningModule
     """An MLP with one output logit (fraud vs legit)."""
 
@@ -67,9 +71,12 @@ class FraudClassifier(ImbalanceMixin, L.LightningModule):  # lit_imbalance: the 
         self.save_hyperparameters()
         self.encoder = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.classifier = nn.Linear(hidden, 1)
-        # lit_imbalance: BCE on one logit, the bias starts at the fraud rate's log-odds, and
-        # val/test also report metrics with the decision threshold moved to the prior (tau=1).
-        self.configure_imbalance(task="binary", class_names=["legit", "fraud"], posthoc_tau=1.0)
+        # lit_imbalance: BCE on one logit with frauds weighted 10x (cost-sensitive training), the bias
+        # starting at the fraud rate's log-odds; val/test also report metrics with the decision
+        # threshold moved to the prior (tau=1). Re-weighting shifts the scores up, so 0.5 is no
+        # longer the F1-best cut: the threshold is moved back on validation (ThresholdTuning in main).
+        self.configure_imbalance(task="binary", class_names=["legit", "fraud"], posthoc_tau=1.0,
+                                 loss=nn.BCEWithLogitsLoss(pos_weight=torch.tensor(FRAUD_WEIGHT)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(x)).squeeze(-1)

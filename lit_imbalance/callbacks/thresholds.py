@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
 from lit_imbalance.callbacks.calibration import check_posthoc_model, validation_outputs
 from lit_imbalance.metrics import THRESHOLD
-from lit_imbalance.thresholds import THRESHOLD_METHODS, check_cost_matrix, choose_threshold
+from lit_imbalance.thresholds import F1_RULES, THRESHOLD_METHODS, check_cost_matrix, choose_threshold
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class ThresholdTuning(Callback):
             (smallest total cost under ``cost_matrix``).
         min_precision: the precision to reach, for ``"recall_at_precision"``.
         cost_matrix: ``[[tn, fp], [fn, tp]]`` costs (row = truth, column = decision), for ``"cost"``.
+        f1_rule: for ``"f1"``, ``"one_se"`` (the middle of the near-best thresholds) or
+            ``"argmax"``, see :func:`~lit_imbalance.thresholds.best_f1_threshold`.
 
     Usage::
 
@@ -46,8 +48,10 @@ class ThresholdTuning(Callback):
         method: str = "f1",
         min_precision: float | None = None,
         cost_matrix: Sequence[Sequence[float]] | None = None,
+        f1_rule: str = "one_se",
     ) -> None:
         self.method = check_choice("method", method, THRESHOLD_METHODS)
+        self.f1_rule = check_choice("f1_rule", f1_rule, F1_RULES)
         if method == "recall_at_precision":
             if min_precision is None:
                 fail("min_precision", "a float in [0, 1] for method='recall_at_precision'", None)
@@ -72,7 +76,7 @@ class ThresholdTuning(Callback):
         outputs = validation_outputs(trainer, pl_module, "threshold")
         targets = outputs.targets
         scores = outputs.logits.reshape(targets.shape).float().sigmoid()
-        arguments = dict(min_precision=self.min_precision, cost_matrix=self.cost_matrix)
+        arguments = dict(min_precision=self.min_precision, cost_matrix=self.cost_matrix, f1_rule=self.f1_rule)
         if scores.ndim == 1:
             self.threshold = choose_threshold(self.method, scores, targets, **arguments)
         else:
