@@ -273,8 +273,11 @@ def _stage_loss(model: L.LightningModule, loss: nn.Module | None) -> Iterator[No
 @contextlib.contextmanager
 def _stage_sampling(datamodule: L.LightningDataModule, sampling: str, seed: int) -> Iterator[None]:
     if not hasattr(datamodule, "sampler"):
-        fail("datamodule", "a LabeledDataModule (its `sampler` sets the stage-2 sampling)", type(datamodule).__name__,
-             TypeError)
+        if sampling == "instance":  # any datamodule's own loader, as it is
+            yield
+            return
+        fail("datamodule", "a LabeledDataModule (its `sampler` sets the stage-2 sampling) for "
+             "decouple.sampling='class_aware', or decouple.sampling='instance'", type(datamodule).__name__, TypeError)
     from lit_imbalance.sampling import ClassAwareSampler
 
     previous = datamodule.sampler

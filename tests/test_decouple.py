@@ -24,6 +24,7 @@ from lit_imbalance.decoupling import (
     tau_normalized,
 )
 from lit_imbalance.heads import NormedLinear
+from lit_imbalance.mixin import ImbalanceMixin
 from lit_imbalance.models import ImbalanceClassifier, MLPClassifier
 from lit_imbalance.outputs import collect_outputs
 from lit_imbalance.stage2 import ClassifierRetraining, LearnableWeightScaling, NearestClassMean, TauNormalization
@@ -273,3 +274,55 @@ def test_calibration_after_stage_two_is_fitted_on_the_stage_two_classifier(train
     assert record["stage1/calibration/temperature"] > 0 and record["stage2/calibration/temperature"] > 0
     assert record["calibration/temperature"] == record["stage2/calibration/temperature"]
     assert record["test/ece"] == record["stage2/test/ece"]
+
+
+class PlainData(L.LightningDataModule):
+    """A LightningDataModule of a user's project: its own loaders, no lit_imbalance base class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        data = DigitsLTDataModule(imbalance_ratio=10)
+        self.sets = {split: torch.utils.data.TensorDataset(data.splits[split].x, data.splits[split].y)
+                     for split in ("train", "val", "test")}
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.sets["train"], batch_size=64, shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.sets["val"], batch_size=256)
+
+
+class UserModel(ImbalanceMixin, L.LightningModule):
+    """A user's LightningModule with the mixin: the stages find its head as the bias prior does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Linear(64, 32), nn.ReLU())
+        self.classifier = nn.Linear(32, 10)
+        self.configure_imbalance(num_classes=10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        return self.imbalance_step("train", self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        self.imbalance_step("val", self(batch[0]), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_stages_work_on_a_users_lightning_module_and_datamodule() -> None:
+    torch.manual_seed(0)
+    model, data = UserModel(), PlainData()
+    quiet_trainer(max_epochs=2).fit(model, datamodule=data)
+    features = copy.deepcopy(model.features.state_dict())
+    ClassifierRetraining(epochs=1, sampling="instance").fit(model, data, quiet_trainer(max_epochs=1))
+    assert all(torch.equal(v, features[k]) for k, v in model.features.state_dict().items())
+    weight = model.classifier.weight.detach().clone()
+    chosen = TauNormalization(taus=[0.0, 1.0]).fit(model, data)
+    torch.testing.assert_close(model.classifier.weight.detach(), tau_normalized(weight, chosen["decouple/tau"]))
+    with pytest.raises(TypeError, match=r"`datamodule`.*class_aware.*PlainData"):
+        ClassifierRetraining(epochs=1).fit(model, data, quiet_trainer(max_epochs=1))
