@@ -14,7 +14,7 @@ first call (compilation) is excluded from the timed runs and shown apart.
 
     python benchmarks/losses.py                  # the three sizes, the whole table
     python benchmarks/losses.py --quick          # small sizes, seconds
-    python benchmarks/losses.py --device cuda    # the same table on a GPU
+    python benchmarks/losses.py --device cuda    # the same table on a GPU (the default picks one when visible)
     python benchmarks/losses.py --threads 1      # intra-op threads (default: torch's)
 """
 
@@ -177,12 +177,12 @@ def compare(row: Row, logits: torch.Tensor, target: torch.Tensor, repeats: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small inputs: a smoke run in seconds")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when one is visible, else the CPU), cpu or cuda[:N]")
     parser.add_argument("--repeats", type=int, default=8, help="interleaved timed pairs per row (>= 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU visible to torch")
     if args.threads is not None:
