@@ -25,9 +25,8 @@ not through its internals.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-
 import math
+from collections.abc import Sequence
 
 import lightning as L
 import torch
