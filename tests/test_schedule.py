@@ -213,3 +213,12 @@ def test_warmup_configs_build_the_schedule(train_cfg, overrides, start, target, 
     assert (warmup.length, warmup.by_steps, warmup.reweight) == (length, False, reweight)
     if reweight is not None:
         assert getattr(warmup.target, "reweight", getattr(warmup.target, "scheme", None)) == reweight
+
+
+def test_a_second_fit_logs_the_epoch_factor_again() -> None:
+    # The factor is logged once per epoch (its first step); a new fit starts again at epoch 0.
+    model = model_with(LossWarmup(epochs=3, mode="blend"))
+    for _ in range(2):
+        recorder = FactorRecorder()
+        L.Trainer(max_epochs=2, callbacks=[recorder], enable_checkpointing=False, **QUIET).fit(model, digits())
+        assert recorder.per_epoch == pytest.approx([0.0, 1 / 3])
