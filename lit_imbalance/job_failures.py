@@ -12,9 +12,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance.record import RECORD_FILE, Key, Status, read_record, write_record
+from lit_imbalance.resolvers import register_resolvers
 from lit_imbalance.runtime import in_multirun
 
 log = logging.getLogger(__name__)
+
+# Launchers that run jobs in other processes (joblib, submitit) unpickle the task there without
+# running train.py's module code, and resolve the job's `hydra.sweep.dir` (`${run_id:}`) before
+# the task starts: importing the task's wrapper, as unpickling it does, must register them.
+register_resolvers()
 
 #: What a failed job returns to the sweeper: Optuna records a NaN objective as a failed trial.
 FAILED = float("nan")

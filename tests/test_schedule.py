@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import lightning as L
@@ -145,6 +146,33 @@ def test_state_dict_round_trip() -> None:
     assert (int(restored.epoch), int(restored.step), restored.factor) == (3, 42, 0.75)
 
 
+def test_factor_reads_the_python_mirror_not_the_buffers_and_loading_restores_it() -> None:
+    # On a GPU, int(buffer) every step would sync the host: the factor must not read the buffers.
+    warmup = LossWarmup(epochs=4, mode="blend", target=nn.CrossEntropyLoss())
+    warmup.advance(epoch=1, step=7)
+    warmup.epoch.fill_(3)  # behind the schedule's back
+    assert warmup.factor == 0.25 and warmup.progress == (1, 7)
+    steps = LossWarmup(steps=10, mode="blend", target=nn.CrossEntropyLoss())
+    steps.advance(epoch=0, step=4)
+    steps.step.fill_(9)
+    assert steps.factor == pytest.approx(0.4)
+    # The buffers still carry the progress: a fresh schedule (a resumed model) picks it up on load.
+    warmup.advance(epoch=3, step=42)
+    assert (int(warmup.epoch), int(warmup.step)) == (3, 42)
+    restored = LossWarmup(epochs=4, mode="blend", target=nn.CrossEntropyLoss())
+    assert restored.factor == 0.0
+    restored.load_state_dict(warmup.state_dict())
+    assert restored.progress == (3, 42) and restored.factor == 0.75
+    # ...also when it is loaded as part of a whole model (the checkpoint path), and in a deep copy.
+    model, resumed = model_with(LossWarmup(epochs=4, mode="blend")), model_with(LossWarmup(epochs=4, mode="blend"))
+    model.loss_warmup.advance(epoch=2, step=10)
+    resumed.load_state_dict(model.state_dict())
+    assert resumed.loss_warmup.factor == 0.5
+    copied = copy.deepcopy(resumed)
+    copied.loss_warmup.load_state_dict({"epoch": torch.tensor(1), "step": torch.tensor(5)})
+    assert copied.loss_warmup.factor == 0.25 and resumed.loss_warmup.factor == 0.5
+
+
 def test_resume_from_mid_warmup_checkpoint_continues_the_schedule(tmp_path: Path) -> None:
     def fit(max_epochs: int, ckpt_path: str | None = None) -> tuple[MLPClassifier, FactorRecorder]:
         L.seed_everything(0)
@@ -185,3 +213,12 @@ def test_warmup_configs_build_the_schedule(train_cfg, overrides, start, target, 
     assert (warmup.length, warmup.by_steps, warmup.reweight) == (length, False, reweight)
     if reweight is not None:
         assert getattr(warmup.target, "reweight", getattr(warmup.target, "scheme", None)) == reweight
+
+
+def test_a_second_fit_logs_the_epoch_factor_again() -> None:
+    # The factor is logged once per epoch (its first step); a new fit starts again at epoch 0.
+    model = model_with(LossWarmup(epochs=3, mode="blend"))
+    for _ in range(2):
+        recorder = FactorRecorder()
+        L.Trainer(max_epochs=2, callbacks=[recorder], enable_checkpointing=False, **QUIET).fit(model, digits())
+        assert recorder.per_epoch == pytest.approx([0.0, 1 / 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import importlib.util
 import itertools
 import json
@@ -28,6 +29,8 @@ TEXT_COLUMNS = ("status", "overrides", "error", "dir")
 QUIET = ("trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
 HAS_FOCAL = (CONF_DIR / "loss" / "focal.yaml").is_file()
 HAS_OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+HAS_JOBLIB = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
+HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
 # The alpha x gamma grid of the issue once the focal loss exists; two model knobs until then.
 if HAS_FOCAL:
     GRID = {"loss.alpha": (0.25, 0.75), "loss.gamma": (0.0, 2.0)}
@@ -153,6 +156,91 @@ def test_ddp_jobs_of_a_multirun_each_run_once_in_their_own_dir(tmp_path: Path) -
     assert sorted(p.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("metrics.json")) == [
         "0/metrics.json", "1/metrics.json"]
     assert [row["status"] for row in read_summary(sweep_dir)] == ["finished", "finished"]
+
+
+# --- other launchers: joblib (parallel processes) and submitit (local processes, SLURM jobs) ---
+
+
+TINY = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1")
+
+
+def log_span(job_dir: Path) -> tuple[datetime.datetime, datetime.datetime]:
+    """When the job's own log (Hydra's ``<job>/train.log``) began and ended."""
+    stamps = [datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+              for line in (job_dir / "train.log").read_text().splitlines() if line.startswith("[20")]
+    return stamps[0], stamps[-1]
+
+
+def run_default_sweep(*overrides: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``python train.py -m <overrides>`` in ``cwd`` with conf/train.yaml's own sweep directory, and that directory.
+
+    Not ``hydra.sweep.dir=...``: the default directory ends in ``${run_id:}``, which every
+    worker process re-resolves, and all jobs must still land in the launcher's directory.
+    """
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *overrides, *QUIET, *TINY],
+        cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+    )
+    sweep_dirs = list((cwd / "outputs" / "train" / "multiruns").iterdir())
+    assert len(sweep_dirs) == 1, (sweep_dirs, result.stderr[-3000:])
+    return result, sweep_dirs[0]
+
+
+def assert_complete_summary(sweep_dir: Path, jobs: int) -> list[dict[str, Any]]:
+    """Every job a finished, ranked row whose objective is the one in its own metrics.json."""
+    rows = read_summary(sweep_dir)
+    assert sorted(row["job"] for row in rows) == list(range(jobs))
+    assert [row["rank"] for row in rows] == list(range(1, jobs + 1))
+    for row in rows:
+        metrics = job_metrics(sweep_dir, row)
+        assert row["status"] == metrics["status"] == "finished"
+        assert isinstance(row["objective"], float) and row["objective"] == pytest.approx(metrics["objective"])
+        assert row["test/balanced_acc"] == pytest.approx(metrics["test/balanced_acc"])
+    return rows
+
+
+@pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
+def test_joblib_sweep_runs_jobs_in_parallel_and_is_summarised(tmp_path: Path) -> None:
+    result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.1,0.3",
+                                          "logger=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    rows = assert_complete_summary(sweep_dir, 2)
+    assert sorted(row["model.dropout"] for row in rows) == [0.1, 0.3]
+    # In parallel: each job began before the other one ended.
+    (start_0, end_0), (start_1, end_1) = log_span(sweep_dir / "0"), log_span(sweep_dir / "1")
+    assert start_0 < end_1 and start_1 < end_0
+
+
+@pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
+def test_joblib_sweep_with_a_failing_job_exits_1_with_a_failed_row_and_grouped_wandb_runs(tmp_path: Path) -> None:
+    result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.1,1.5",
+                                          cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "did not finish" in result.stdout + result.stderr
+    rows = {row["job"]: row for row in read_summary(sweep_dir)}
+    assert rows[0]["status"] == "finished" and rows[0]["rank"] == 1
+    assert rows[0]["objective"] == pytest.approx(job_metrics(sweep_dir, rows[0])["objective"])
+    assert rows[1]["status"] == "failed" and rows[1]["rank"] == "" and rows[1]["objective"] == ""
+    assert "`dropout`" in rows[1]["error"] and "1.5" in rows[1]["error"]
+    # The worker process's wandb run: grouped by the sweep, named after the job's overrides.
+    (job_run,) = offline_runs(sweep_dir / "0")
+    record = read_offline_run(job_run)["run"]
+    assert record.run_group == sweep_dir.name and "model.dropout=0.1" in record.display_name
+    (summary_run,) = offline_runs(sweep_dir)
+    assert read_offline_run(summary_run)["history"]["sweep/summary/nrows"] == 2
+
+
+@pytest.mark.skipif(not HAS_SUBMITIT, reason='the submitit launcher is an extra: pip install -e ".[sweep]"')
+def test_submitit_local_sweep_is_summarised(tmp_path: Path) -> None:
+    result, sweep_dir = run_default_sweep("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                                          "model.dropout=0.1,0.3", "logger=none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = assert_complete_summary(sweep_dir, 2)
+    assert sorted(row["model.dropout"] for row in rows) == [0.1, 0.3]
+    # Each job ran as its own submitit process, whose logs submitit keeps beside the jobs.
+    assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2
 
 
 @pytest.mark.skipif(not HAS_OPTUNA, reason='the Optuna sweeper is an extra: pip install -e ".[sweep]"')
