@@ -290,9 +290,8 @@ class ImbalanceMetrics(Metric):
         if task != "multiclass":
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("labels", [], dist_reduce_fx="cat")
-        self.nll = bool(nll)
-        self.add_state("nll_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("nll_count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.nll = False
+        self.track_nll(nll)
         # A child metric, synced by compute() below together with this one's states. validate_args
         # off: its checks read values on the host (a device sync per batch) and the inputs are ours.
         calibration_args = dict(n_bins=CALIBRATION_BINS, norm="l1", ignore_index=IGNORE_INDEX, validate_args=False,
@@ -358,6 +357,14 @@ class ImbalanceMetrics(Metric):
             self.labels.append(target)
             self._add_nll(preds.detach().float(), target)
             self.calibration.update(scores.detach().reshape(-1), target.reshape(-1))
+
+    def track_nll(self, enabled: bool) -> None:
+        """Report ``nll`` from now on (or not); its two states exist only once asked for, one more sync each."""
+        self.nll = bool(enabled)
+        if self.nll and "nll_sum" not in self._defaults:
+            for name in ("nll_sum", "nll_count"):
+                self.add_state(name, torch.zeros((), dtype=torch.float64, device=self.confusion.device),
+                               dist_reduce_fx="sum")
 
     def _add_nll(self, outputs: Tensor, target: Tensor) -> None:
         """Sum and count of the negative log-likelihood: ``outputs`` are log-probabilities ``(N, C)`` or logits."""

@@ -393,7 +393,7 @@ class ImbalanceMixin:
         test = self.imbalance_metrics["test"]
         test.set_threshold(THRESHOLD if threshold is None else threshold)
         # The NLL before and after calibration, side by side.
-        test.nll = self._posthoc["temperature"] is not None
+        test.track_nll(self._posthoc["temperature"] is not None)
         wanted = {"calibrated": self._posthoc["temperature"] is not None, "default_threshold": threshold is not None}
         for view, needed in wanted.items():
             key = f"test_{view}"
