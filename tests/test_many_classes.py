@@ -46,7 +46,7 @@ def test_thousand_class_run_draws_compact_plots_within_memory(tmp_path: Path) ->
     print(f"peak RSS with plots {with_plots} KiB, without {without_plots} KiB")
     assert with_plots <= 1.5 * without_plots, (with_plots, without_plots)
     pictures = sorted(p.name for p in (tmp_path / "plots_on" / "plots").iterdir())
-    assert pictures == ["test_confusion_summary.png", "test_recall_by_frequency.png"]
+    assert pictures == ["test_confusion_summary.png", "test_recall_by_frequency.png", "test_reliability.png"]
     assert len([k for k in record if k.startswith("test/recall/")]) == CLASSES  # per-class numbers still kept
 
 
