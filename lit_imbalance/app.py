@@ -13,6 +13,7 @@ import signal
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_imbalance._checks import fail
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter, logged_scalars
 from lit_imbalance.ddp_multirun import ddp_job_scope
+from lit_imbalance.mixin import POSTHOC_BUFFERS
 from lit_imbalance.record import Key
 from lit_imbalance.resolvers import register_resolvers
 
@@ -105,6 +107,10 @@ def train(cfg: DictConfig) -> float | None:
     register_resolvers()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    # The second stage is built and checked against the model now: a stage that cannot run fails before stage 1.
+    stage = instantiate(cfg.decouple, _convert_="all") if cfg.get("decouple") else None
+    if stage is not None:
+        stage.check(model)
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hyperparameters)  # type: ignore[arg-type]
@@ -120,12 +126,17 @@ def train(cfg: DictConfig) -> float | None:
             objective = optimized_value(trainer, cfg.get("optimized_metric"), recorded)
             if writer is not None and objective is not None:
                 writer.add(trainer, **{Key.OBJECTIVE: objective, Key.OPTIMIZED_METRIC: cfg.optimized_metric})
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
             if cfg.get("run_test", True):
-                best = getattr(trainer.checkpoint_callback, "best_model_path", "")
                 trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            if cfg.get("decouple"):
-                # The tested (best) weights are what stage 2 starts from: trainer.test loaded them.
-                objective = run_second_stage(cfg, model, datamodule, trainer, writer) or objective
+                save_posthoc_choices(trainer, model, cfg)
+            if stage is not None:
+                if best:
+                    # Stage 2 starts from the tested (best) weights. trainer.test loads them into this process's
+                    # model only without ddp_spawn (spawned workers hand back weights after fit, not after test).
+                    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+                stage_objective = run_second_stage(cfg, stage, model, datamodule, trainer, writer)
+                objective = stage_objective if stage_objective is not None else objective
     except SIGTERMException as stop:
         # Lightning ends its loops with SystemExit(None), which exits 0; a preempted run has not
         # succeeded. The record already says `interrupted`, and last.ckpt resumes it (ckpt_path=last).
@@ -147,16 +158,25 @@ def train(cfg: DictConfig) -> float | None:
 STAGE_ENTRY_PREFIXES = ("val/", "test/", "best/", "calibration/", "threshold/", "posthoc_tau", Key.OBJECTIVE)
 
 
-def run_second_stage(cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule,
+def save_posthoc_choices(trainer: L.Trainer, model: L.LightningModule, cfg: DictConfig) -> None:
+    """``checkpoints/tested.ckpt``: the tested weights with the post-hoc choices the test made (T, threshold, tau).
+
+    Written only when a choice was made in this process: the best checkpoint predates them.
+    """
+    buffers = [getattr(model, name, None) for name in POSTHOC_BUFFERS]
+    if any(b is not None and bool(torch.isfinite(b).any()) for b in buffers):
+        trainer.save_checkpoint(f"{cfg.paths.output_dir}/checkpoints/tested.ckpt")
+
+
+def run_second_stage(cfg: DictConfig, stage: Any, model: L.LightningModule, datamodule: L.LightningDataModule,
                      trainer: L.Trainer, writer: MetricsJsonWriter | None) -> float | None:
     """Decoupled stage 2 (``cfg.decouple``) on the fitted ``model``: its own trainer, validation and test.
 
     The record keeps stage 1's validation and test entries under ``stage1/``,
     stage 2's under ``stage2/`` and as the plain keys (the final model), and
-    what the stage chose (``decouple/*``). Returns stage 2's value of the
+    what the stage chose (``decouple/*``). ``stage`` is the instantiated ``cfg.decouple``. Returns stage 2's value of the
     optimized metric, the run's objective from now on.
     """
-    stage = instantiate(cfg.decouple, _convert_="all")
     if writer is not None:
         recorded = writer.read()
         writer.add(trainer, **{f"stage1/{key}": value for key, value in recorded.items()

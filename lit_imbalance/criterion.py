@@ -25,6 +25,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import fail
@@ -194,30 +195,42 @@ def count_tensor(class_counts: Sequence[int] | Tensor, num_classes: int) -> Tens
 
 
 def check_soft_targets(criterion: ImbalanceCriterion, key: str) -> None:
-    """Fail in one line, naming ``key``, unless every loss of ``criterion`` accepts soft (mixed) targets.
+    """Fail in one line, naming ``key``, unless every loss of ``criterion`` is linear in soft (mixed) targets.
 
-    Probed on a copy with placeholder class counts, on two uniform soft
-    targets, before any data is read: the losses built on
-    :func:`~lit_imbalance.losses._fused_softmax.soft_target_cross_entropy`
-    (CE, weighted CE, class-balanced with the softmax base, logit-adjusted,
-    balanced softmax, OHEM's mining of their per-sample losses, and their DRW schedules) pass; margins (LDAM), focal
-    factors, cost matrices and truncation are defined for one true class and fail.
-    Binary and multi-label losses take float targets in [0, 1] already.
+    Mixing is meaningful for a loss linear in its target: then the loss of a
+    mixed label ``lam e_i + (1 - lam) e_j`` is ``lam`` times the loss of ``e_i``
+    plus ``(1 - lam)`` times that of ``e_j``. Probed on a copy with placeholder
+    class counts and summed per-sample losses, before any data is read: CE,
+    weighted CE, class-balanced with the softmax base, logit-adjusted, balanced
+    softmax and their DRW schedules pass, and so do BCE-type binary and
+    multi-label losses; margins (LDAM), focal factors, cost matrices,
+    truncation, GHM's and OHEM's loss-dependent weights do not.
     """
     probe = copy.deepcopy(criterion)
-    probe.set_class_counts(torch.full((criterion.num_classes,), 2, dtype=torch.long),
-                           num_samples=4 if criterion.task == "multilabel" else None)
-    logits = torch.zeros(2, num_outputs(criterion.task, criterion.num_classes))
-    soft = torch.full_like(logits, 0.5 if criterion.task != "multiclass" else 1.0 / logits.shape[1])
+    probe.set_class_counts(torch.arange(2, criterion.num_classes + 2, dtype=torch.long),
+                           num_samples=criterion.num_classes + 2 if criterion.task == "multilabel" else None)
+    generator = torch.Generator().manual_seed(0)
+    outputs = num_outputs(criterion.task, criterion.num_classes)
+    # 64 samples: enough that a loss choosing samples by their loss (OHEM) chooses differently.
+    logits = torch.randn(64, outputs, generator=generator, dtype=torch.float64) * 2
+    if criterion.task == "multiclass":
+        first, second = (F.one_hot(torch.randint(0, outputs, (64,), generator=generator), outputs).double()
+                         for _ in range(2))
+    else:
+        first, second = (torch.randint(0, 2, (64, outputs), generator=generator).double() for _ in range(2))
     if criterion.task == "binary":
-        logits, soft = logits.view(-1), soft.view(-1)
+        logits, first, second = logits.view(-1), first.view(-1), second.view(-1)
     losses = [probe.loss] if probe.warmup is None else [probe.warmup.start, probe.warmup.target]
     for loss in losses:
+        if getattr(loss, "reduction", None) in ("mean", "none", "positives"):
+            loss.reduction = "sum"  # a mean weighted by the targets is a ratio: sums are what is linear
         try:
-            value = loss(logits, soft)
-        except (ValueError, TypeError, RuntimeError) as error:
-            fail(key, "a loss that accepts soft (mixed) targets: ce, weighted_ce, class_balanced (softmax base), "
-                 f"logit_adjusted, balanced_softmax, ohem, or their warm-up/DRW schedules ({type(loss).__name__}: {error})",
-                 type(criterion.loss).__name__)
-        if not torch.isfinite(value).all():
-            fail(key, "a loss that stays finite on soft targets", type(loss).__name__)
+            mixed = loss(logits, 0.3 * first + 0.7 * second)
+            linear = 0.3 * loss(logits, first) + 0.7 * loss(logits, second)
+            accepted = bool(torch.allclose(mixed, linear, rtol=1e-6, atol=1e-9))
+        except (ValueError, TypeError, RuntimeError):
+            accepted = False
+        if not accepted:
+            fail(key, "a loss linear in soft (mixed) targets: ce, weighted_ce, class_balanced (softmax base), "
+                 "logit_adjusted, balanced_softmax, their warm-up/DRW schedules, or BCE-type binary losses",
+                 type(loss).__name__)

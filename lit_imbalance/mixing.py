@@ -2,9 +2,10 @@
 
 Each transform maps a training batch ``(x, y)`` to ``(x', q)``, where ``q``
 is a soft target ``(N, C)`` (binary and multi-label: mixed float targets).
-The losses that accept soft targets take ``q`` directly (see
-:func:`~lit_imbalance.losses._fused_softmax.soft_target_cross_entropy`); the
-mixin rejects the others up front. The functions are the definitions, the
+The losses linear in their target take ``q`` directly (see
+:func:`~lit_imbalance.losses._fused_softmax.soft_target_cross_entropy` and
+:func:`~lit_imbalance.criterion.check_soft_targets`); the mixin rejects the
+others up front. The functions are the definitions, the
 modules hold their hyper-parameters:
 
 * :class:`Mixup` (Zhang et al., 2018): ``x' = lam x_i + (1 - lam) x_j``,
@@ -67,9 +68,9 @@ def remix_label_weights(lam: float, counts_i: Tensor, counts_j: Tensor, kappa: f
     """
     ratio = counts_i.double() / counts_j.double().clamp_min(1)
     weights = torch.full(ratio.shape, float(lam), dtype=torch.float32, device=counts_i.device)
-    weights[(ratio >= kappa) & (lam < tau)] = 0.0
-    weights[(ratio <= 1.0 / kappa) & (1.0 - lam < tau)] = 1.0
-    return weights
+    # torch.where, not masked assignment: no host sync on an accelerator.
+    weights = torch.where((ratio >= kappa) & (lam < tau), torch.zeros_like(weights), weights)
+    return torch.where((ratio <= 1.0 / kappa) & (1.0 - lam < tau), torch.ones_like(weights), weights)
 
 
 def label_aware_epsilon(class_counts: Tensor, smooth_head: float = 0.3, smooth_tail: float = 0.0,

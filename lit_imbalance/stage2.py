@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -40,9 +41,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lit_imbalance._checks import check_non_negative, check_positive_int, fail
+from lit_imbalance._checks import check_choice, check_non_negative, check_positive_int, fail
 from lit_imbalance.callbacks.head_training import FrozenBackbone, MaxNorm, classifier_head_of
 from lit_imbalance.decoupling import (
+    NCM_METRICS,
     class_means,
     class_weight_rows,
     reset_head_,
@@ -51,6 +53,7 @@ from lit_imbalance.decoupling import (
     tau_normalized,
     tau_normalize_,
 )
+from lit_imbalance.heads import NormedLinear
 from lit_imbalance.metrics import balanced_accuracy, best_on_grid
 from lit_imbalance.outputs import collect_outputs
 from lit_imbalance.priors import TAU_GRID
@@ -70,6 +73,17 @@ class ClassifierStage:
     method: ClassVar[str]
     trains: ClassVar[bool] = False
     epochs: int = 0
+
+    def check(self, model: L.LightningModule) -> nn.Module:
+        """Fail in one line, naming ``decouple``, if the stage cannot run on ``model``; its head otherwise.
+
+        ``train.py`` calls it before stage 1, so a stage that cannot run never costs a training run.
+        """
+        task = getattr(model, "imbalance_task", "multiclass")
+        if task != "multiclass":
+            fail("decouple", f"none for task={task!r} (the decoupled stages re-balance a multiclass classifier)",
+                 self.method)
+        return classifier_head_of(model)
 
     def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule,
             trainer: L.Trainer | None = None) -> dict[str, Any]:
@@ -107,10 +121,16 @@ class TauNormalization(ClassifierStage):
             fail("decouple.taus", "at least one τ", list(taus))
         self.taus = [check_non_negative("decouple.taus", float(t)) for t in taus]
 
+    def check(self, model: L.LightningModule) -> nn.Module:
+        head = super().check(model)
+        if isinstance(head, NormedLinear):
+            fail("decouple", "a stage for a linear head whose weight norms reach the logits (NormedLinear "
+                 "normalises them; use crt or ncm)", self.method)
+        return head
+
     def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule,
             trainer: L.Trainer | None = None) -> dict[str, Any]:
-        head = classifier_head_of(model)
-        tau_normalize_(head, 0.0)  # the identity; fails now, before any pass, for a head τ-norm cannot change
+        head = self.check(model)
         val = collect_outputs(model, split_loader(datamodule, "val"), head=head)
         rows = class_weight_rows(head).detach().float().cpu()
         bias = head.bias.detach().float().cpu() if getattr(head, "bias", None) is not None else 0.0
@@ -132,11 +152,17 @@ class NearestClassMean(ClassifierStage):
     method = "ncm"
 
     def __init__(self, metric: str = "cosine") -> None:
-        self.metric = metric
+        self.metric = check_choice("decouple.metric", metric, NCM_METRICS)
+
+    def check(self, model: L.LightningModule) -> nn.Module:
+        head = super().check(model)
+        if isinstance(head, NormedLinear) and self.metric != "cosine":
+            fail("decouple.metric", "'cosine' for a NormedLinear head (it normalises its inputs)", self.metric)
+        return head
 
     def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule,
             trainer: L.Trainer | None = None) -> dict[str, Any]:
-        head = classifier_head_of(model)
+        head = self.check(model)
         train = collect_outputs(model, split_loader(datamodule, "train"), head=head)
         means = class_means(train.features, train.targets, _num_classes(model, head))
         set_nearest_class_means_(head, means, self.metric)
@@ -174,6 +200,12 @@ class _HeadTraining(ClassifierStage):
         if max_norm is not None:
             MaxNorm(max_norm)  # validates the bound now
 
+    def check(self, model: L.LightningModule) -> nn.Module:
+        head = super().check(model)
+        if self.max_norm is not None and isinstance(head, NormedLinear):
+            fail("decouple.max_norm", "None for a NormedLinear head (it normalises its weights)", self.max_norm)
+        return head
+
     def trainable_modules(self, head: nn.Module) -> list[nn.Module]:
         """Prepare ``head`` for the stage; the modules whose parameters the stage trains."""
         raise NotImplementedError
@@ -186,14 +218,16 @@ class _HeadTraining(ClassifierStage):
             trainer: L.Trainer | None = None) -> dict[str, Any]:
         if trainer is None:
             fail("trainer", f"a Lightning Trainer for the {self.method} stage (it trains)", None)
-        head = classifier_head_of(model)
+        head = self.check(model)
+        # Before the head is touched: a stage that is refused leaves the stage-1 classifier as it was.
+        check_stage_sampling(datamodule, self.sampling)
         trainable = self.trainable_modules(head)
         callbacks = [FrozenBackbone(trainable)]
         if self.max_norm is not None:
             callbacks.append(MaxNorm(self.max_norm, head=head))
-        parameters = [p for module in trainable for p in module.parameters()]
-        with (_stage_loss(model, self.loss), _stage_sampling(datamodule, self.sampling, self.seed),
-              _optimizer_override(model, lambda: self.optimizer(parameters)), _extra_callbacks(trainer, callbacks)):
+        configure = StageOptimizer(self.optimizer, trainable)
+        with (_stage_loss(model, self.loss), _no_mixing(model), _stage_sampling(datamodule, self.sampling, self.seed),
+              _optimizer_override(model, configure), _extra_callbacks(trainer, callbacks)):
             trainer.fit(model, datamodule=datamodule)
         return {"decouple/epochs": self.epochs, **self.finish(head)}
 
@@ -233,8 +267,14 @@ class LearnableWeightScaling(_HeadTraining):
 
     method = "lws"
 
+    def check(self, model: L.LightningModule) -> nn.Module:
+        head = super().check(model)
+        if isinstance(head, NormedLinear):
+            fail("decouple", "a stage for an nn.Linear head (NormedLinear's outputs are cosines, which one scale "
+                 "per class cannot fold into; use crt or ncm)", self.method)
+        return head
+
     def trainable_modules(self, head: nn.Module) -> list[nn.Module]:
-        scale_classes_(head, torch.ones(class_weight_rows(head).shape[0]))  # fails now for a head it cannot scale
         scales = ClassScales(class_weight_rows(head).shape[0]).to(head.weight.device)
         # A submodule of the head, so the optimiser, DDP and the device moves see it during the stage.
         head.add_module("class_scales", scales)
@@ -270,14 +310,45 @@ def _stage_loss(model: L.LightningModule, loss: nn.Module | None) -> Iterator[No
         model.imbalance_criterion = criterion
 
 
-@contextlib.contextmanager
-def _stage_sampling(datamodule: L.LightningDataModule, sampling: str, seed: int) -> Iterator[None]:
-    if not hasattr(datamodule, "sampler"):
-        if sampling == "instance":  # any datamodule's own loader, as it is
-            yield
-            return
+def check_stage_sampling(datamodule: L.LightningDataModule, sampling: str) -> None:
+    """Fail in one line unless ``datamodule`` can serve ``sampling`` (class-aware needs its ``sampler``)."""
+    if sampling == "class_aware" and not hasattr(datamodule, "sampler"):
         fail("datamodule", "a LabeledDataModule (its `sampler` sets the stage-2 sampling) for "
              "decouple.sampling='class_aware', or decouple.sampling='instance'", type(datamodule).__name__, TypeError)
+
+
+class StageOptimizer:
+    """``configure_optimizers`` of a stage: the optimiser of the trainable modules' parameters.
+
+    A class, not a closure, so that a model carrying it pickles (``ddp_spawn`` sends the model to its workers).
+    """
+
+    def __init__(self, optimizer: OptimizerFactory, modules: Sequence[nn.Module]) -> None:
+        self.optimizer, self.modules = optimizer, list(modules)
+
+    def __call__(self) -> torch.optim.Optimizer:
+        return self.optimizer([p for module in self.modules for p in module.parameters()])
+
+
+@contextlib.contextmanager
+def _no_mixing(model: L.LightningModule) -> Iterator[None]:
+    # Stage 2 re-balances the classifier on the data itself: stage 1's mixup does not carry over.
+    mixer = getattr(model, "imbalance_mixer", None)
+    if mixer is not None:
+        model.imbalance_mixer = None
+    try:
+        yield
+    finally:
+        if mixer is not None:
+            model.imbalance_mixer = mixer
+
+
+@contextlib.contextmanager
+def _stage_sampling(datamodule: L.LightningDataModule, sampling: str, seed: int) -> Iterator[None]:
+    check_stage_sampling(datamodule, sampling)
+    if not hasattr(datamodule, "sampler"):  # instance sampling: any datamodule's own loader, as it is
+        yield
+        return
     from lit_imbalance.sampling import ClassAwareSampler
 
     previous = datamodule.sampler
@@ -289,13 +360,20 @@ def _stage_sampling(datamodule: L.LightningDataModule, sampling: str, seed: int)
 
 
 @contextlib.contextmanager
-def _optimizer_override(model: L.LightningModule, configure: Callable[[], torch.optim.Optimizer]) -> Iterator[None]:
-    # An instance attribute shadows the class's configure_optimizers for this fit only.
-    model.configure_optimizers = configure  # type: ignore[method-assign]
+def _optimizer_override(model: L.LightningModule, configure: StageOptimizer) -> Iterator[None]:
+    # An instance attribute shadows the class's configure_optimizers for this fit only: a bound method
+    # of a module-level function (Lightning inspects its code; ddp_spawn pickles the model with it).
+    model._stage_optimizer = configure  # type: ignore[attr-defined]
+    model.configure_optimizers = types.MethodType(_configure_stage_optimizers, model)  # type: ignore[method-assign]
     try:
         yield
     finally:
         del model.configure_optimizers
+        del model._stage_optimizer
+
+
+def _configure_stage_optimizers(model: L.LightningModule) -> torch.optim.Optimizer:
+    return model._stage_optimizer()  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

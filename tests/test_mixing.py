@@ -30,7 +30,7 @@ from tests.conftest import compose_train
 #: Losses for which a mixed label is meaningful: linear in the target distribution.
 SOFT_LOSSES = ["ce", "weighted_ce", "class_balanced", "logit_adjusted", "balanced_softmax"]
 #: Defined for one true class: a margin, a focal factor, a cost row, truncation, mining.
-HARD_ONLY_LOSSES = ["ldam", "focal", "cost_sensitive", "truncated_ce"]
+HARD_ONLY_LOSSES = ["ldam", "focal", "sigmoid_focal", "cost_sensitive", "truncated_ce", "ghm"]
 COUNTS = torch.tensor([60, 25, 10, 5])
 
 
