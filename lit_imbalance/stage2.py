@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -318,16 +317,27 @@ def check_stage_sampling(datamodule: L.LightningDataModule, sampling: str) -> No
 
 
 class StageOptimizer:
-    """``configure_optimizers`` of a stage: the optimiser of the trainable modules' parameters.
-
-    A class, not a closure, so that a model carrying it pickles (``ddp_spawn`` sends the model to its workers).
-    """
+    """The optimiser of a stage: built from the trainable modules' parameters."""
 
     def __init__(self, optimizer: OptimizerFactory, modules: Sequence[nn.Module]) -> None:
         self.optimizer, self.modules = optimizer, list(modules)
 
-    def __call__(self) -> torch.optim.Optimizer:
+    def configure(self) -> torch.optim.Optimizer:
+        """``configure_optimizers`` for a LightningModule without optimiser factories."""
         return self.optimizer([p for module in self.modules for p in module.parameters()])
+
+
+class TrainableOnly:
+    """An optimiser factory that keeps only the parameters left trainable (the frozen backbone's are not).
+
+    A class, not a closure: the model carrying it pickles (``ddp_spawn`` sends the model to its workers).
+    """
+
+    def __init__(self, optimizer: OptimizerFactory) -> None:
+        self.optimizer = optimizer
+
+    def __call__(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return self.optimizer([p for p in parameters if p.requires_grad])
 
 
 @contextlib.contextmanager
@@ -361,19 +371,21 @@ def _stage_sampling(datamodule: L.LightningDataModule, sampling: str, seed: int)
 
 @contextlib.contextmanager
 def _optimizer_override(model: L.LightningModule, configure: StageOptimizer) -> Iterator[None]:
-    # An instance attribute shadows the class's configure_optimizers for this fit only: a bound method
-    # of a module-level function (Lightning inspects its code; ddp_spawn pickles the model with it).
-    model._stage_optimizer = configure  # type: ignore[attr-defined]
-    model.configure_optimizers = types.MethodType(_configure_stage_optimizers, model)  # type: ignore[method-assign]
+    if hasattr(model, "optimizer_factory") and hasattr(model, "scheduler_factory"):
+        # A bundled model builds its optimiser from factories: swap them (picklable, so ddp_spawn works).
+        saved = model.optimizer_factory, model.scheduler_factory
+        model.optimizer_factory, model.scheduler_factory = TrainableOnly(configure.optimizer), None
+        try:
+            yield
+        finally:
+            model.optimizer_factory, model.scheduler_factory = saved
+        return
+    # Any other LightningModule: an instance attribute shadows its configure_optimizers for this fit only.
+    model.configure_optimizers = configure.configure  # type: ignore[method-assign]
     try:
         yield
     finally:
         del model.configure_optimizers
-        del model._stage_optimizer
-
-
-def _configure_stage_optimizers(model: L.LightningModule) -> torch.optim.Optimizer:
-    return model._stage_optimizer()  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

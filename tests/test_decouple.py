@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from torch import nn
 
 from lit_imbalance.app import train
@@ -241,6 +242,41 @@ def test_train_py_decouple_records_stage_one_and_two(method: str, train_cfg, tmp
     assert set(state) >= {"head.weight", "head.bias"} and not any("class_scales" in k for k in state)
 
 
+def test_decouple_lws_under_ddp_spawn_starts_from_the_best_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_train_py(
+        "strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none", "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false", "decouple=lws", "decouple.epochs=1", run_dir=run_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["decouple/method"] == "lws" and record["status"] == "finished"
+    assert sum(record[f"stage2/test/support/{c}"] for c in range(10)) == 500
+    # The spawned workers fitted stage 2 (the model pickled with its stage optimiser), and the main process
+    # folded the learned scales into a head that started from the best stage-1 checkpoint.
+    best = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    stage1 = torch.load(best, weights_only=True)["state_dict"]["head.weight"]
+    stage2 = torch.load(run_dir / "checkpoints" / "stage2.ckpt", weights_only=True)["state_dict"]["head.weight"]
+    ratio = stage2 / stage1
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-4)  # one scale per class
+    assert not torch.allclose(ratio, torch.ones_like(ratio))
+
+
+def test_a_stage_that_cannot_run_fails_before_stage_one(train_cfg, tmp_path: Path) -> None:
+    binary = MLPClassifier(input_dim=8, num_classes=2, task="binary")
+    with pytest.raises(ValueError, match=r"`decouple`.*task='binary'.*tau_norm"):
+        TauNormalization().check(binary)
+    normed = ImbalanceClassifier(nn.Sequential(nn.Linear(8, 4), NormedLinear(4, 3)), num_classes=3, bias_prior=False)
+    with pytest.raises(ValueError, match=r"`decouple`.*NormedLinear.*lws"):
+        LearnableWeightScaling().check(normed)
+    with pytest.raises(ValueError, match=r"`decouple\.metric`.*euclidean"):
+        NearestClassMean(metric="euclidean").check(normed)
+    # Through train.py: the stage is built and checked before stage 1 trains.
+    with pytest.raises(InstantiationException, match=r"`decouple\.metric`.*manhattan"):
+        train(train_cfg("decouple=ncm", "decouple.metric=manhattan"))
+    assert not (tmp_path / "checkpoints").exists()  # nothing was trained
+
+
 def test_decouple_crt_under_ddp_counts_every_test_sample_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_train_py(
@@ -272,6 +308,8 @@ def test_calibration_after_stage_two_is_fitted_on_the_stage_two_classifier(train
     # Chosen twice, on each stage's validation outputs: the record keeps both.
     assert record["stage1/test/calibrated/ece"] is not None and record["stage2/test/calibrated/ece"] is not None
     assert record["stage1/calibration/temperature"] > 0 and record["stage2/calibration/temperature"] > 0
+    # Fitted again on the tau-normalised classifier's validation outputs, not carried over.
+    assert record["stage1/calibration/temperature"] != record["stage2/calibration/temperature"]
     assert record["calibration/temperature"] == record["stage2/calibration/temperature"]
     assert record["test/ece"] == record["stage2/test/ece"]
 
@@ -319,10 +357,14 @@ def test_stages_work_on_a_users_lightning_module_and_datamodule() -> None:
     model, data = UserModel(), PlainData()
     quiet_trainer(max_epochs=2).fit(model, datamodule=data)
     features = copy.deepcopy(model.features.state_dict())
+    head = model.classifier.weight.detach().clone()
     ClassifierRetraining(epochs=1, sampling="instance").fit(model, data, quiet_trainer(max_epochs=1))
     assert all(torch.equal(v, features[k]) for k, v in model.features.state_dict().items())
+    assert not torch.equal(model.classifier.weight, head)  # the head did train
     weight = model.classifier.weight.detach().clone()
     chosen = TauNormalization(taus=[0.0, 1.0]).fit(model, data)
     torch.testing.assert_close(model.classifier.weight.detach(), tau_normalized(weight, chosen["decouple/tau"]))
+    before = model.classifier.weight.detach().clone()
     with pytest.raises(TypeError, match=r"`datamodule`.*class_aware.*PlainData"):
         ClassifierRetraining(epochs=1).fit(model, data, quiet_trainer(max_epochs=1))
+    assert torch.equal(model.classifier.weight, before)  # refused before the head was re-initialised

@@ -25,7 +25,7 @@ from lit_imbalance.mixing import (
 )
 from lit_imbalance.models import MLPClassifier
 from lit_imbalance.schedule import LossWarmup
-from tests.conftest import compose_train
+from tests.conftest import FAST, compose_train
 
 #: Losses for which a mixed label is meaningful: linear in the target distribution.
 SOFT_LOSSES = ["ce", "weighted_ce", "class_balanced", "logit_adjusted", "balanced_softmax"]
@@ -177,6 +177,11 @@ def test_each_mixup_option_instantiates_and_trains_through_train_py(option: str,
     train(cfg)
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == "finished" and math.isfinite(record["train/loss_epoch"])
+    # The batches were transformed: the same run without the group trains on another loss.
+    plain_dir = tmp_path / "plain"
+    train(compose_train([*FAST, "mixup=none"], output_dir=plain_dir))
+    plain = json.loads((plain_dir / "metrics.json").read_text())
+    assert record["train/loss_epoch"] != pytest.approx(plain["train/loss_epoch"], rel=1e-6)
     assert record["test/balanced_acc"] is not None and 0.0 <= record["test/ece"] <= 1.0
 
 
