@@ -92,7 +92,7 @@ def best_f1_threshold(scores: Tensor, targets: Tensor, rule: str = "one_se") -> 
         rule: ``"argmax"``: the threshold of the largest F1 (the highest on
             ties); ``"one_se"`` (default): the median of the thresholds whose F1
             is within one standard error :math:`\sqrt{F_1^*(1 - F_1^*) / n_+}` of
-            the largest (Breiman's one-standard-error rule). On a validation set
+            the largest (a plateau median with a binomial standard error). On a validation set
             with few positives the F1 curve is flat and noisy near its top, and
             its argmax lands anywhere on the plateau; the plateau's middle is
             the choice that moves least with the sample.
