@@ -147,3 +147,15 @@ def test_missing_cifar_root_through_train_py_is_one_clear_line(tmp_path: Path) -
     assert result.returncode != 0
     line = next(line for line in result.stderr.splitlines() if "Expected argument `root`" in line)
     assert "/nonexistent/cifar" in line and "cifar-100-python/" in line and "data.download=true" in line
+
+
+def test_the_evaluated_training_split_is_the_training_images_without_augmentation(cifar100_root) -> None:
+    root, _, _ = cifar100_root
+    dm = CIFAR100LTDataModule(root=str(root), imbalance_ratio=100, val_per_class=1)
+    plain = dm.evaluation_dataset("train")
+    assert plain.images is dm.dataset("train").images and torch.equal(plain.targets, dm.dataset("train").targets)
+    raw = dm.dataset("train").images[0].float() / 255
+    mean, std = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2023, 0.1994, 0.2010])
+    for _ in range(5):  # no random crop or flip: every view is the normalised image (what NCM averages)
+        assert torch.allclose(plain[0][0], (raw - mean[:, None, None]) / std[:, None, None], atol=1e-6)
+    assert dm.dataset("train").transform is not plain.transform  # the training loader still augments

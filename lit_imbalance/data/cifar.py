@@ -257,6 +257,9 @@ class CIFARLTDataModule(LabeledDataModule):
             "test": TensorImageDataset(test_images, test_labels, cifar_transforms(train=False)),
         }
 
+    def evaluation_transform(self) -> v2.Compose:
+        return cifar_transforms(train=False)
+
 
 class CIFAR10LTDataModule(CIFARLTDataModule):
     """CIFAR-10-LT: 5000 images per class before the cut; 12,406 training images at ``rho = 100``.

@@ -14,6 +14,7 @@ any process is launched.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -221,12 +222,25 @@ class LabeledDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.evaluation_dataloader("test")
 
+    def evaluation_transform(self) -> Callable[[Any], Any] | None:
+        """The transform of evaluated inputs (no augmentation), for datasets whose training one augments."""
+        return None
+
+    def evaluation_dataset(self, split: str) -> Dataset:
+        """``split`` as it is evaluated: the training split without its augmentation (same samples, same order)."""
+        dataset = self.dataset(split)
+        transform = self.evaluation_transform()
+        if split == "train" and transform is not None and hasattr(dataset, "transform"):
+            dataset = copy.copy(dataset)  # shares the samples; only the transform differs
+            dataset.transform = transform
+        return dataset
+
     def evaluation_dataloader(self, split: str) -> DataLoader:
-        """``split`` in dataset order, unshuffled, sharded without padding under DDP.
+        """``split`` in dataset order, unshuffled, unaugmented, sharded without padding under DDP.
 
         Also for ``"train"``: class means and other statistics of the whole training split.
         """
-        dataset = self.dataset(split)
+        dataset = self.evaluation_dataset(split)
         # Lightning's default DistributedSampler pads ranks with repeated samples,
         # which would count some test samples twice in per-class recall.
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _is_distributed() else None

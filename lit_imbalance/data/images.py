@@ -132,6 +132,9 @@ class ImageFilesDataModule(LabeledDataModule):
             for name, samples in (("train", train), ("val", val), ("test", test))
         }
 
+    def evaluation_transform(self) -> v2.Compose:
+        return image_transforms(False, self.image_size, self.mean, self.std)
+
 
 class ImageFolderDataModule(ImageFilesDataModule):
     """``root/train/<class>/*`` (and optional ``root/val/<class>/*``, ``root/test/<class>/*``).
