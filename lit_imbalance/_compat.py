@@ -52,3 +52,15 @@ def take_relaunched_children(trainer: L.Trainer) -> list[subprocess.Popen]:
     children = list(launcher.procs)  # type: ignore[union-attr]
     launcher.procs.clear()  # type: ignore[union-attr]
     return children
+
+
+def calibration_samples(metric: Any) -> tuple[Any, Any]:
+    """The ``(confidences, accuracies)`` a torchmetrics ``*CalibrationError`` has accumulated, concatenated.
+
+    torchmetrics keeps them as the metric's list states ``confidences`` and
+    ``accuracies`` (torchmetrics 1.x) and offers no public accessor; the
+    reliability diagram bins the same samples the ECE was computed from.
+    """
+    from torchmetrics.utilities.data import dim_zero_cat
+
+    return dim_zero_cat(metric.confidences), dim_zero_cat(metric.accuracies)

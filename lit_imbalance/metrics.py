@@ -35,6 +35,7 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
+from lit_imbalance import _compat
 from lit_imbalance._checks import check_positive_int, fail
 from lit_imbalance.tasks import Task, check_task
 
@@ -361,7 +362,7 @@ class ImbalanceMetrics(Metric):
     def track_nll(self, enabled: bool) -> None:
         """Report ``nll`` from now on (or not); its two states exist only once asked for, one more sync each."""
         self.nll = bool(enabled)
-        if self.nll and "nll_sum" not in self._defaults:
+        if self.nll and not hasattr(self, "nll_sum"):
             for name in ("nll_sum", "nll_count"):
                 self.add_state(name, torch.zeros((), dtype=torch.float64, device=self.confusion.device),
                                dist_reduce_fx="sum")
@@ -434,8 +435,7 @@ class ImbalanceMetrics(Metric):
         with calibration.sync_context(dist_sync_fn=self.dist_sync_fn, process_group=self.process_group,
                                       should_sync=self.sync_on_compute):
             ece = calibration.compute()
-            bins = reliability_bins(dim_zero_cat(calibration.confidences), dim_zero_cat(calibration.accuracies),
-                                    CALIBRATION_BINS)
+            bins = reliability_bins(*_compat.calibration_samples(calibration), CALIBRATION_BINS)
         return ece, bins
 
     def summary(self) -> EvaluationSummary:

@@ -39,7 +39,7 @@ from lit_imbalance.criterion import ImbalanceCriterion, check_soft_targets, coun
 from lit_imbalance.heads import find_classifier_head
 from lit_imbalance.metrics import THRESHOLD, EvaluationSummary, ImbalanceMetrics
 from lit_imbalance.mixing import BatchMixer
-from lit_imbalance.outputs import collect_outputs
+from lit_imbalance.outputs import validation_outputs
 from lit_imbalance.priors import TAU_GRID, init_bias_prior, tune_posthoc_tau
 from lit_imbalance.schedule import LossWarmup
 from lit_imbalance.tasks import Task, num_outputs, resolve_num_classes
@@ -364,11 +364,8 @@ class ImbalanceMixin:
 
     def tune_posthoc_tau(self) -> float:
         """Choose tau on the datamodule's validation outputs (best balanced accuracy), record and return it."""
-        datamodule = getattr(self.trainer, "datamodule", None)  # type: ignore[attr-defined]
-        if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
-            fail("posthoc_tau", "'tune' only with a datamodule that has a val_dataloader", "tune")
         # Every rank gathers every rank's outputs, so all choose the same tau.
-        outputs = collect_outputs(self, datamodule.val_dataloader())  # type: ignore[arg-type]
+        outputs = validation_outputs(self.trainer, self, "posthoc_tau")  # type: ignore[attr-defined, arg-type]
         tau, scores = tune_posthoc_tau(outputs.logits, outputs.targets, self.imbalance_prior_logits().cpu(), TAU_GRID)
         log.info("posthoc_tau=tune: tau %s (validation balanced accuracy %.4f; %.4f at tau 0)", tau, max(scores), scores[0])
         self.set_posthoc_tau(tau)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from lit_imbalance._checks import fail
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,26 @@ def collect_outputs(
             handle.remove()
     local = Outputs(_cat(logits), _cat(targets), _cat(features) if head is not None else None)
     return gather_outputs(local)
+
+
+def validation_outputs(trainer: Any, module: nn.Module, key: str) -> Outputs:
+    """``module``'s outputs on its trainer's datamodule's whole validation split, gathered across ranks.
+
+    The datamodule's own loader: a lit_imbalance datamodule shards it without
+    padding under DDP (every sample once after the gather); any other one serves
+    each rank the whole split, which repeats every sample equally often and so
+    leaves every choice made from it (an argmin, an argmax) unchanged.
+
+    Args:
+        trainer: the Lightning Trainer ``module`` is attached to.
+        module: the model.
+        key: the config key the error names when there is no validation loader.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
+        fail(key, "used with a datamodule that has a val_dataloader (its choice is made on validation outputs)",
+             type(datamodule).__name__ if datamodule is not None else None)
+    return collect_outputs(module, datamodule.val_dataloader())
 
 
 def gather_outputs(outputs: Outputs) -> Outputs:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance.losses._common import per_class
 from lit_imbalance.losses._fused_softmax import is_soft_target
 from lit_imbalance.weights import WEIGHT_SCHEMES, class_weights
 
@@ -134,8 +135,7 @@ class ClassWeightedLoss(nn.Module):
         if is_soft_target(logits, target):
             # The weights inside the target: a loss linear in it (those that take soft targets
             # are) gives sum_c q_c w_c loss(e_c), the mix of the re-weighted hard-label losses.
-            shape = (1, logits.shape[1], *([1] * (logits.ndim - 2)))
-            target = target * self.class_weight.to(target.dtype).view(shape)
+            target = target * per_class(self.class_weight, target)
             per_sample, weight = self.loss(logits, target), target.sum(dim=1)
         else:
             per_sample = self.loss(logits, target)

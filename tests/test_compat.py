@@ -58,3 +58,18 @@ def test_script_launcher_keeps_its_children_in_procs() -> None:
 def test_spawn_does_not_count_as_a_script_relaunch(strategy: str) -> None:
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False)
     assert not _compat.script_relaunches(trainer)
+
+
+def test_calibration_samples_are_the_states_torchmetrics_accumulates() -> None:
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    from lit_imbalance._compat import calibration_samples
+
+    metric = MulticlassCalibrationError(num_classes=3, n_bins=15)
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0]])
+    target = torch.tensor([0, 2, 2, 1])
+    metric.update(logits, target)
+    confidences, accuracies = calibration_samples(metric)
+    probabilities = logits.softmax(dim=1)
+    torch.testing.assert_close(confidences, probabilities.max(dim=1).values)
+    torch.testing.assert_close(accuracies.float(), (probabilities.argmax(dim=1) == target).float())

@@ -112,3 +112,9 @@ def test_split_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("x.png 0\n")
     with pytest.raises(FileNotFoundError, match=r"`test_list` to be an existing file"):
         SplitFilesDataModule(root=str(tmp_path), train_list=str(tmp_path / "train.txt"), test_list="/nope.txt")
+
+
+def test_a_test_fraction_of_zero_is_refused_for_images(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "train", {"a": 4, "b": 4})
+    with pytest.raises(ValueError, match=r"`test_fraction`.*0\.0"):
+        ImageFolderDataModule(root=str(tmp_path), test_fraction=0.0)

@@ -8,23 +8,9 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_imbalance._checks import check_positive_int, fail
 from lit_imbalance.calibration import fit_temperature, negative_log_likelihood
-from lit_imbalance.outputs import Outputs, collect_outputs
+from lit_imbalance.outputs import validation_outputs
 
 log = logging.getLogger(__name__)
-
-
-def validation_outputs(trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> Outputs:
-    """The model's outputs on the datamodule's whole validation split, gathered across ranks.
-
-    The datamodule's own loader, not the trainer's sharded one: under DDP every
-    rank then holds the split once per rank, which repeats every sample equally
-    often and so leaves every choice made from it (an argmin, an argmax) unchanged.
-    """
-    datamodule = trainer.datamodule
-    if datamodule is None or not callable(getattr(datamodule, "val_dataloader", None)):
-        fail(key, "used with a datamodule that has a val_dataloader (its choice is made on validation outputs)",
-             type(datamodule).__name__ if datamodule is not None else None)
-    return collect_outputs(pl_module, datamodule.val_dataloader())
 
 
 def check_posthoc_model(pl_module: L.LightningModule, key: str, method: str) -> None:

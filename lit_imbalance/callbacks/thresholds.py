@@ -8,7 +8,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
-from lit_imbalance.callbacks.calibration import check_posthoc_model, validation_outputs
+from lit_imbalance.callbacks.calibration import check_posthoc_model
+from lit_imbalance.outputs import validation_outputs
 from lit_imbalance.metrics import THRESHOLD
 from lit_imbalance.thresholds import F1_RULES, THRESHOLD_METHODS, check_cost_matrix, choose_threshold
 

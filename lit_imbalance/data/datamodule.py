@@ -27,7 +27,7 @@ import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
-from lit_imbalance._checks import check_positive_int, fail
+from lit_imbalance._checks import check_in_unit_interval, check_positive_int, fail
 from lit_imbalance.data.labels import class_counts, dataset_labels
 
 SamplerFactory = Callable[[torch.Tensor], Sampler]
@@ -75,6 +75,15 @@ def make_split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int | None 
     if bad.size:
         fail(f"y_{name}", f"class indices in 0..{upper}" if upper is not None else "non-negative class indices", int(bad[0]))
     return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y))
+
+
+def check_test_fraction(test_fraction: float) -> float:
+    """``test_fraction`` in (0, 1): 0 means "no hold-out" for validation, but a test split that is the
+    training split measures nothing."""
+    check_in_unit_interval("test_fraction", test_fraction, open_right=True)
+    if test_fraction == 0:
+        fail("test_fraction", "a share in (0, 1) of each class held out for test", test_fraction)
+    return float(test_fraction)
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from torchvision.transforms import v2
 
 from lit_imbalance._checks import check_in_unit_interval, check_positive_int, fail
-from lit_imbalance.data.datamodule import LabeledDataModule, stratified_holdout
+from lit_imbalance.data.datamodule import check_test_fraction, LabeledDataModule, stratified_holdout
 from lit_imbalance.data.labels import as_label_tensor
 from lit_imbalance.data.long_tail import long_tail
 
@@ -106,10 +106,7 @@ class ImageFilesDataModule(LabeledDataModule):
         super().__init__(**loader_kwargs)
         self.image_size = check_positive_int("image_size", image_size)
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
-        check_in_unit_interval("test_fraction", test_fraction, open_right=True)
-        if test_fraction == 0:
-            # 0 means "no hold-out" for validation; a test split that is the training split measures nothing.
-            fail("test_fraction", "a share in (0, 1) of each class held out for test", test_fraction)
+        check_test_fraction(test_fraction)
         self.imbalance_ratio = imbalance_ratio
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.mean, self.std, self.augment = tuple(mean), tuple(std), augment

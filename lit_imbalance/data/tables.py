@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
-from lit_imbalance.data.datamodule import ArrayDataModule, make_split, stratified_holdout
+from lit_imbalance.data.datamodule import check_test_fraction, ArrayDataModule, make_split, stratified_holdout
 
 CategoricalEncoding = Literal["onehot", "ordinal"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -128,10 +128,7 @@ class TableDataModule(ArrayDataModule):
         super().__init__(**loader_kwargs)
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
-        check_in_unit_interval("test_fraction", test_fraction, open_right=True)
-        if test_fraction == 0:
-            # 0 means "no hold-out" for validation; a test split that is the training split measures nothing.
-            fail("test_fraction", "a share in (0, 1) of each class held out for test", test_fraction)
+        check_test_fraction(test_fraction)
         tables = {"train": read_table("path", path)}
         for split, key, extra in (("val", "val_path", val_path), ("test", "test_path", test_path)):
             if extra is not None:

@@ -204,16 +204,15 @@ def soft_target_cross_entropy(
         ...                    0.7 * F.cross_entropy(x, torch.tensor([0])) + 0.3 * F.cross_entropy(x, torch.tensor([1]))))
         True
     """
-    shape = (1, logits.shape[1], *([1] * (logits.ndim - 2)))
     z = upcast(logits)
     target = target.to(z.dtype)
     if logit_shift is not None:
-        z = z + logit_shift.to(z).view(shape)
+        z = z + per_class(logit_shift, z)
     log_probs = torch.log_softmax(z * scale, dim=1)
     weight = None
     if class_weight is not None:
         # Linear in the target: sum_c q_c w_c (-log p_c), the weights inside the sum.
-        target = target * class_weight.to(z).view(shape)
+        target = target * per_class(class_weight, z)
         weight = target.sum(dim=1)
     loss = -(target * log_probs).sum(dim=1)
     if reduction == "none":
