@@ -311,10 +311,8 @@ class ImbalanceMetrics(Metric):
 
     def set_threshold(self, threshold: float | Sequence[float] | Tensor) -> None:
         """Predict positive above ``threshold`` (binary: one probability; multi-label: one or one per label)."""
-        value = torch.as_tensor(threshold, dtype=torch.float32).detach().cpu()
         labels = self.num_classes if self.task == "multilabel" else 1
-        if value.ndim > 1 or value.numel() not in (1, labels) or not bool(((value >= 0) & (value <= 1)).all()):
-            fail("threshold", f"a probability in [0, 1] (or {labels} of them, one per label)", value.tolist())
+        value = check_thresholds(threshold, labels)
         if self.task == "multiclass" and float(value.reshape(-1)[0]) != THRESHOLD:
             fail("threshold", f"{THRESHOLD} for task='multiclass' (the top class is predicted)", value.tolist())
         self.threshold = value.reshape(-1)[0].clone() if value.numel() == 1 else value.clone()
@@ -483,6 +481,19 @@ def multilabel_summary(confusion: Tensor) -> tuple[dict[str, Tensor], Tensor, Te
         "macro_f1": rates["f1"].mean(),
     }
     return values, support, rates["recall"]
+
+
+def check_thresholds(threshold: float | Sequence[float] | Tensor, labels: int) -> Tensor:
+    """``threshold`` as a float32 CPU tensor of one probability, or one per label, or a one-line error.
+
+    Example:
+        >>> check_thresholds([0.2, 0.7], labels=2).tolist()
+        [0.20000000298023224, 0.699999988079071]
+    """
+    value = torch.as_tensor(threshold, dtype=torch.float32).detach().cpu()
+    if value.ndim > 1 or value.numel() not in (1, labels) or not bool(((value >= 0) & (value <= 1)).all()):
+        fail("threshold", f"a probability in [0, 1] (or {labels} of them, one per label)", value.tolist())
+    return value
 
 
 def balanced_accuracy(logits: Tensor, target: Tensor, num_classes: int) -> float:

@@ -37,7 +37,7 @@ from lit_imbalance._checks import check_non_negative, fail
 from lit_imbalance.counts import ClassCounts, datamodule_class_counts, dataset_class_counts
 from lit_imbalance.criterion import ImbalanceCriterion, check_soft_targets, count_tensor
 from lit_imbalance.heads import find_classifier_head
-from lit_imbalance.metrics import THRESHOLD, EvaluationSummary, ImbalanceMetrics
+from lit_imbalance.metrics import THRESHOLD, EvaluationSummary, ImbalanceMetrics, check_thresholds
 from lit_imbalance.mixing import BatchMixer
 from lit_imbalance.outputs import validation_outputs
 from lit_imbalance.priors import TAU_GRID, init_bias_prior, tune_posthoc_tau
@@ -349,9 +349,7 @@ class ImbalanceMixin:
         """Record the decision threshold (binary: one probability; multi-label: one per label, or one for all)."""
         if self.imbalance_task == "multiclass":
             fail("threshold", "None for task='multiclass' (the top class is predicted)", threshold)
-        value = torch.as_tensor(threshold, dtype=torch.float32).reshape(-1)
-        if value.numel() not in (1, self.decision_threshold.numel()) or not bool(((value >= 0) & (value <= 1)).all()):
-            fail("threshold", f"a probability in [0, 1] or {self.decision_threshold.numel()} of them", value.tolist())
+        value = check_thresholds(threshold, self.decision_threshold.numel()).reshape(-1)
         self.decision_threshold.copy_(value.expand_as(self.decision_threshold))
         self._read_posthoc_buffers()
 

@@ -71,6 +71,8 @@ class ClassifierStage:
 
     method: ClassVar[str]
     trains: ClassVar[bool] = False
+    #: Why the stage cannot work on a NormedLinear head, or None when it can.
+    refuses_normed_head: ClassVar[str | None] = None
     epochs: int = 0
 
     def check(self, model: L.LightningModule) -> nn.Module:
@@ -82,7 +84,10 @@ class ClassifierStage:
         if task != "multiclass":
             fail("decouple", f"none for task={task!r} (the decoupled stages re-balance a multiclass classifier)",
                  self.method)
-        return classifier_head_of(model)
+        head = classifier_head_of(model)
+        if self.refuses_normed_head is not None and isinstance(head, NormedLinear):
+            fail("decouple", f"a stage for {self.refuses_normed_head}; use crt or ncm", self.method)
+        return head
 
     def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule,
             trainer: L.Trainer | None = None) -> dict[str, Any]:
@@ -98,10 +103,6 @@ def split_loader(datamodule: L.LightningDataModule, split: str) -> DataLoader:
     return datamodule.val_dataloader() if split == "val" else datamodule.train_dataloader()
 
 
-def _num_classes(model: L.LightningModule, head: nn.Module) -> int:
-    return int(class_weight_rows(head).shape[0])
-
-
 class TauNormalization(ClassifierStage):
     r"""τ-normalisation: :math:`w_c \leftarrow w_c / \|w_c\|^\tau`, τ chosen on validation balanced accuracy.
 
@@ -114,18 +115,12 @@ class TauNormalization(ClassifierStage):
     """
 
     method = "tau_norm"
+    refuses_normed_head = "a linear head whose weight norms reach the logits (NormedLinear normalises them)"
 
     def __init__(self, taus: Sequence[float] = TAU_GRID) -> None:
         if len(taus) == 0:
             fail("decouple.taus", "at least one τ", list(taus))
         self.taus = [check_non_negative("decouple.taus", float(t)) for t in taus]
-
-    def check(self, model: L.LightningModule) -> nn.Module:
-        head = super().check(model)
-        if isinstance(head, NormedLinear):
-            fail("decouple", "a stage for a linear head whose weight norms reach the logits (NormedLinear "
-                 "normalises them; use crt or ncm)", self.method)
-        return head
 
     def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule,
             trainer: L.Trainer | None = None) -> dict[str, Any]:
@@ -163,7 +158,7 @@ class NearestClassMean(ClassifierStage):
             trainer: L.Trainer | None = None) -> dict[str, Any]:
         head = self.check(model)
         train = collect_outputs(model, split_loader(datamodule, "train"), head=head)
-        means = class_means(train.features, train.targets, _num_classes(model, head))
+        means = class_means(train.features, train.targets, class_weight_rows(head).shape[0])
         set_nearest_class_means_(head, means, self.metric)
         return {"decouple/ncm_metric": self.metric}
 
@@ -265,13 +260,8 @@ class LearnableWeightScaling(_HeadTraining):
     r"""LWS: learn :math:`f_c` in :math:`f_c \cdot (w_c^\top x + b_c)`, everything else frozen; then fold it into the head."""
 
     method = "lws"
-
-    def check(self, model: L.LightningModule) -> nn.Module:
-        head = super().check(model)
-        if isinstance(head, NormedLinear):
-            fail("decouple", "a stage for an nn.Linear head (NormedLinear's outputs are cosines, which one scale "
-                 "per class cannot fold into; use crt or ncm)", self.method)
-        return head
+    refuses_normed_head = ("an nn.Linear head (NormedLinear's outputs are cosines, which one scale per class "
+                           "cannot fold into)")
 
     def trainable_modules(self, head: nn.Module) -> list[nn.Module]:
         scales = ClassScales(class_weight_rows(head).shape[0]).to(head.weight.device)

@@ -242,16 +242,24 @@ def test_train_py_decouple_records_stage_one_and_two(method: str, train_cfg, tmp
     assert set(state) >= {"head.weight", "head.bias"} and not any("class_scales" in k for k in state)
 
 
-def test_decouple_lws_under_ddp_spawn_starts_from_the_best_checkpoint(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def two_stage_ddp_record(run_dir: Path, strategy: str, method: str, epochs: int) -> dict:
+    """Run ``train.py decouple=<method>`` on two CPU processes; its metrics.json, checked to be finished."""
     result = run_train_py(
-        "strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none", "trainer.max_epochs=3",
-        "trainer.enable_progress_bar=false", "decouple=lws", "decouple.epochs=1", run_dir=run_dir,
+        f"strategy={strategy}", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none",
+        f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", f"decouple={method}", "decouple.epochs=1",
+        run_dir=run_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["decouple/method"] == "lws" and record["status"] == "finished"
+    assert record["decouple/method"] == method and record["status"] == "finished"
+    # Stage 2's test, like stage 1's, sharded without padding and synced: 500 samples once each.
     assert sum(record[f"stage2/test/support/{c}"] for c in range(10)) == 500
+    return record
+
+
+def test_decouple_lws_under_ddp_spawn_starts_from_the_best_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    two_stage_ddp_record(run_dir, "ddp_spawn", "lws", epochs=3)
     # The spawned workers fitted stage 2 (the model pickled with its stage optimiser), and the main process
     # folded the learned scales into a head that started from the best stage-1 checkpoint.
     best = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
@@ -278,16 +286,7 @@ def test_a_stage_that_cannot_run_fails_before_stage_one(train_cfg, tmp_path: Pat
 
 
 def test_decouple_crt_under_ddp_counts_every_test_sample_once(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    result = run_train_py(
-        "strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "logger=none", "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false", "decouple=crt", "decouple.epochs=1", run_dir=run_dir,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["decouple/method"] == "crt" and record["status"] == "finished"
-    # Stage 2's test, like stage 1's, sharded without padding and synced: 500 samples once each.
-    assert sum(record[f"stage2/test/support/{c}"] for c in range(10)) == 500
+    record = two_stage_ddp_record(tmp_path / "run", "ddp", "crt", epochs=1)
     assert sum(record[f"stage1/test/support/{c}"] for c in range(10)) == 500
 
 
