@@ -97,6 +97,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
 def train(cfg: DictConfig) -> float | None:
     """Fit on the training split, test the best checkpoint on the held-out split.
 
+    With an ``auto`` node (``experiment=auto``), first choose among its candidates
+    on validation hold-outs (:mod:`lit_imbalance.auto`), then fit and test the pick.
+
     Args:
         cfg: the composed ``conf/train.yaml``.
 
@@ -105,6 +108,10 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint callback when it monitors that metric), for Hydra sweepers.
     """
     register_resolvers()
+    if cfg.get("auto"):
+        from lit_imbalance.auto import train_auto  # imports this module: the hold-out fits run train()
+
+        return train_auto(cfg, fit=train)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     # The second stage is built and checked against the model now: a stage that cannot run fails before stage 1.

@@ -109,10 +109,22 @@ def test_recipe_trains_on_user_data_with_any_number_of_classes(train_cfg, tmp_pa
         x_test=(centers[y_test] + rng.normal(size=(y_test.size, 6))).astype(np.float32), y_test=y_test,
     )
     cfg = train_cfg("experiment=longtail_recipe", "data=npz", f"data.path={tmp_path / 'lt.npz'}",
-                    "trainer.max_epochs=3", "warmup.epochs=2")
-    assert cfg.loss._target_.endswith("LDAMLoss") and cfg.warmup.reweight == "effective"
+                    "callbacks.minimum_steps.min_steps=60")
+    assert cfg.loss._target_.endswith("LogitAdjustedLoss") and cfg.mixup._target_.endswith("Mixup")
     train(cfg)
     metrics = read_metrics(tmp_path)
     assert sum(metrics[f"test/support/{c}"] for c in range(4)) == 40
-    assert metrics["train_class_counts"] == [54, 23, 9, 3]  # round(10%) of each class held out for validation
+    assert metrics["train_class_counts"] == counts  # nothing held out: every sample trains
     assert metrics["test/balanced_acc"] > 0.5  # well-separated clusters: far above chance (0.25)
+
+
+def test_previous_ldam_drw_recipe_holds_out_validation(train_cfg, tmp_path: Path) -> None:
+    y_train, y_test = np.repeat(np.arange(3), [40, 10, 5]), np.repeat(np.arange(3), 5)
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "lt.npz", x_train=rng.normal(size=(55, 4)).astype(np.float32), y_train=y_train,
+             x_test=rng.normal(size=(15, 4)).astype(np.float32), y_test=y_test)
+    cfg = train_cfg("experiment=longtail_ldam_drw", "data=npz", f"data.path={tmp_path / 'lt.npz'}",
+                    "trainer.max_epochs=3", "warmup.epochs=2")
+    assert cfg.loss._target_.endswith("LDAMLoss") and cfg.warmup.reweight == "effective"
+    train(cfg)
+    assert read_metrics(tmp_path)["train_class_counts"] == [36, 9, 4]  # round(10%) of each class held out
