@@ -245,7 +245,6 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"suite: {len(run.datasets)} datasets x {len(run.methods) + len(experiments)} variants x "
               f"{len(run.seeds)} seeds, logs in {sweep_dir}", flush=True)
         rows, codes = harness.launch(run, sweep_dir)
-    rows += harness.auto_rows(rows)
     launched = time.perf_counter() - started
     rows += harness.references(run)
     elapsed = time.perf_counter() - started
@@ -257,7 +256,7 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
     text = harness.markdown(table, run.datasets, elapsed, command.strip())
     picks = [f"{r['dataset']}/{r['seed']}: {r['picked']}" for r in rows if r.get("picked")]
     if picks:
-        text += "\n`auto` (prototype of experiment=auto) picked, by last-epoch validation balanced accuracy: " + "; ".join(picks) + ".\n"
+        text += "\n`auto` (experiment=auto) picked, by mean hold-out validation balanced accuracy: " + "; ".join(picks) + ".\n"
     if args.collect is not None:
         text += f"\nRe-aggregated from {sweep_dir}; library runs {launched:.0f} s to collect here, references included above.\n"
     results = args.results or (sweep_dir if args.quick else ROOT / "benchmarks" / "results")

@@ -114,3 +114,47 @@ def test_suite_smoke_writes_a_table_row(tmp_path: Path) -> None:
     assert rows["ce"]["dataset"] == "iris_r10" and rows["ce"]["seeds"] == "1"
     assert 0.0 <= float(rows["ce"]["test_balanced_acc"]) <= 1.0 and rows["ce"]["val_rank"] == "1.0"
     assert "| ce | " in (tmp_path / "suite.md").read_text()
+
+
+def test_plain_loop_knobs_build_the_model_they_name_and_average_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    data = {"x_train": rng.normal(size=(30, 4)).astype(np.float32), "y_train": np.repeat([0, 1, 2], [20, 7, 3]),
+            "x_test": rng.normal(size=(9, 4)).astype(np.float32), "y_test": np.repeat([0, 1, 2], 3)}
+    shapes: list[list[tuple[int, ...]]] = []
+    members: list[int] = []
+    real = references.plain_mlp_logits
+
+    def spy(data, seed, *args):  # type: ignore[no-untyped-def]
+        members.append(seed)
+        return real(data, seed, *args)
+
+    real_adamw = torch.optim.AdamW
+
+    def record_adamw(params, **kwargs):  # type: ignore[no-untyped-def]
+        params = list(params)
+        shapes.append([tuple(p.shape) for p in params])
+        return real_adamw(params, **kwargs)
+
+    monkeypatch.setattr(references, "plain_mlp_logits", spy)
+    monkeypatch.setattr(references.torch.optim, "AdamW", record_adamw)
+    references.plain_mlp(data, seed=3, logit_adjusted=True, epochs=1, hidden=(), members=2, mixup_alpha=0.4)
+    assert shapes == [[(3, 4), (3,)]] * 2  # hidden=(): one linear layer, logistic regression's shape
+    assert members == [3, 1003]  # each member its own seed
+    references.plain_mlp(data, seed=0, logit_adjusted=True, epochs=1, hidden=(8, 5))
+    assert shapes[-1] == [(8, 4), (8,), (5, 8), (5,), (3, 5), (3,)]
+
+
+def test_recipe_search_scores_hold_outs_of_the_training_split_only(tmp_path: Path) -> None:
+    from benchmarks.suite import search
+
+    with np.load(datasets.prepare(datasets.BY_NAME["iris_r10"])) as archive:
+        x_train, y_train = archive["x_train"], archive["y_train"]
+    split = search.holdout("iris_r10", 0.25, seed=0)
+    assert len(split["y_train"]) + len(split["y_test"]) == len(y_train)
+    assert np.bincount(split["y_test"]).tolist() == [9, 3, 1]  # round(25%) of 35, 11, 3 (at least one)
+    assert all(any(np.array_equal(row, seen) for seen in x_train) for row in split["x_test"])
+    out = tmp_path / "search.md"
+    assert search.main(["--datasets", "iris_r10", "--candidates", "la", "linear_steps1000", "--holdouts", "1",
+                        "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| la | " in table and "| linear_steps1000 | " in table and "+0.0 | 0 |" in table

@@ -113,7 +113,8 @@ def job_rows(dataset: str, sweep_dir: Path) -> list[dict]:
                      "val_balanced_acc": job.metrics.get(f"val/{'adjusted/' if adjusted else ''}balanced_acc")
                      if held_out else None,
                      "val_best_balanced_acc": job.metrics.get("objective") if held_out else None,
-                     "train_time_s": job.metrics.get("train_time_s")})
+                     "train_time_s": job.metrics.get("train_time_s"),
+                     "picked": job.metrics.get("auto/picked")})
     return rows
 
 
@@ -137,29 +138,6 @@ def launch(run: SuiteRun, out: Path) -> tuple[list[dict], list[int]]:
             print(f"  {name}: train.py exit code {codes[-1]}", flush=True)
     rows = [row for name in run.datasets for row in job_rows(name, out / name)]
     return rows, codes
-
-
-AUTO_CANDIDATES = ("longtail_recipe", "longtail_la")
-
-
-def auto_rows(rows: list[dict], candidates: Sequence[str] = AUTO_CANDIDATES, name: str = "auto") -> list[dict]:
-    """Prototype of ``experiment=auto``: per dataset and seed, the candidate with the best validation score.
-
-    Only ``val_balanced_acc`` (last epoch, held-out) is read to choose; ties go to the
-    earlier candidate. The row keeps the chosen run's test score and names the choice.
-    """
-    runs: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
-    for row in rows:
-        if row["method"] in candidates and row["val_balanced_acc"] is not None:
-            runs[(row["dataset"], row["seed"])][row["method"]] = row
-    chosen = []
-    for (dataset, seed), by_method in runs.items():
-        if len(by_method) < len(candidates):
-            continue
-        pick = max(candidates, key=lambda m: (by_method[m]["val_balanced_acc"], -candidates.index(m)))
-        # kind "auto": its validation score is a maximum over the candidates, so it gets no rank.
-        chosen.append({**by_method[pick], "method": name, "kind": "auto", "picked": pick})
-    return chosen
 
 
 def references(run: SuiteRun) -> list[dict]:

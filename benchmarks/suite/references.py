@@ -29,29 +29,52 @@ def log_prior(y_train: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, epochs: int = 60, batch_size: int = 64,
-              tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0) -> float:
+              tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
+              mixup_alpha: float = 0.0, members: int = 1) -> float:
     """Train the plain-PyTorch MLP on all of ``x_train`` and score its last epoch on the test split.
 
     The references use the defaults; ``tau`` (the LA shift's scale), ``weight_decay``
-    (AdamW's) and ``min_steps`` (more epochs until that many steps) are the knobs that
-    :mod:`benchmarks.suite.search` varies on a validation hold-out.
+    (AdamW's), ``min_steps`` (more epochs until that many steps), ``hidden`` (the
+    layer widths, ``()`` for a linear model), ``mixup_alpha`` (mixup's Beta(a, a),
+    one draw per batch; 0 for none) and ``members`` (an ensemble averaging the
+    members' log-probabilities) are the knobs that :mod:`benchmarks.suite.search`
+    varies on validation hold-outs.
     """
+    log_probs = sum(torch.log_softmax(plain_mlp_logits(data, seed + 1000 * member, logit_adjusted, epochs, batch_size,
+                                                       tau, weight_decay, min_steps, hidden, mixup_alpha), dim=1)
+                    for member in range(members))
+    predictions = log_probs.argmax(dim=1).numpy()
+    return float(balanced_accuracy_score(data["y_test"], predictions))
+
+
+def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int, batch_size: int, tau: float,
+                     weight_decay: float, min_steps: int, hidden: tuple[int, ...], mixup_alpha: float) -> torch.Tensor:
+    """One member of :func:`plain_mlp`: its test logits."""
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     num_classes = int(data["y_train"].max()) + 1
     x, y = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
-    model = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, num_classes))
+    widths = [x.shape[1], *hidden]
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     for _ in range(max(epochs, -(-min_steps // len(loader)))):
         for inputs, targets in loader:
-            loss = F.cross_entropy(model(inputs) + shift, targets)
+            if mixup_alpha:
+                lam, partner = float(rng.beta(mixup_alpha, mixup_alpha)), torch.randperm(len(targets))
+                logits = model(lam * inputs + (1 - lam) * inputs[partner]) + shift
+                loss = lam * F.cross_entropy(logits, targets) + (1 - lam) * F.cross_entropy(logits, targets[partner])
+            else:
+                loss = F.cross_entropy(model(inputs) + shift, targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        predictions = model(torch.as_tensor(data["x_test"])).argmax(dim=1).numpy()
-    return float(balanced_accuracy_score(data["y_test"], predictions))
+        return model(torch.as_tensor(data["x_test"]))
 
 
 def plain_ce(data: Arrays, seed: int) -> float:
