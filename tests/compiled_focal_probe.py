@@ -1,4 +1,4 @@
-"""Compiled vs eager sigmoid focal loss over a sequence of settings in ONE process.
+"""Compiled vs eager closed-form kernels (sigmoid focal, asymmetric) over a sequence of settings in ONE process.
 
 Run by ``tests/test_compiled_focal.py`` in a subprocess with a fresh
 ``TORCHINDUCTOR_CACHE_DIR``, so no earlier compile (in memory or on disk) can
@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from lit_imbalance.losses import sigmoid_focal_loss
+from lit_imbalance.losses import asymmetric_loss, sigmoid_focal_loss
 
 # The issue's sequence, then alternating values, back to the first, new shapes, reductions, dtypes.
 SETTINGS = [
@@ -30,9 +30,31 @@ SETTINGS = [
     (None, 0.0, "none", (64, 8), torch.float32),
 ]
 
+# The asymmetric loss's kernel shares the compile path: (gamma_pos, gamma_neg, clip, reduction, shape).
+ASL_SETTINGS = [
+    (0.0, 4.0, 0.05, "mean", (64, 8)),
+    (1.0, 2.0, 0.0, "none", (64, 8)),
+    (0.0, 4.0, 0.05, "sum", (33, 5)),
+    (0.0, 0.0, 0.2, "positives", (64, 8)),
+    (0.0, 4.0, 0.05, "mean", (64, 8)),
+]
+
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float(((got - want).abs() / want.abs().clamp_min(1e-12)).max())
+
+
+def compare(setting: list, loss_of, x: torch.Tensor) -> None:
+    """Print the compiled path's largest relative errors against the eager one for ``loss_of(leaf, fast_path)``."""
+    results = {}
+    for fast_path in ("eager", "compiled"):
+        leaf = x.clone().requires_grad_()
+        loss = loss_of(leaf, fast_path)
+        loss.sum().backward()
+        results[fast_path] = (loss.detach(), leaf.grad)
+    (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results["eager"], results["compiled"]
+    print(json.dumps({"setting": setting, "loss": relative_error(compiled_loss, eager_loss),
+                      "grad": relative_error(compiled_grad, eager_grad)}), flush=True)
 
 
 def main() -> None:
@@ -40,18 +62,13 @@ def main() -> None:
     for alpha, gamma, reduction, shape, dtype in SETTINGS:
         x = torch.randn(shape, generator=generator, dtype=dtype)
         t = (torch.rand(shape, generator=generator) < 0.2).to(dtype)
-        results = {}
-        for fast_path in ("eager", "compiled"):
-            leaf = x.clone().requires_grad_()
-            loss = sigmoid_focal_loss(leaf, t, alpha=alpha, gamma=gamma, reduction=reduction, fast_path=fast_path)
-            loss.sum().backward()
-            results[fast_path] = (loss.detach(), leaf.grad)
-        (eager_loss, eager_grad), (compiled_loss, compiled_grad) = results["eager"], results["compiled"]
-        print(json.dumps({
-            "setting": [alpha, gamma, reduction, list(shape), str(dtype)],
-            "loss": relative_error(compiled_loss, eager_loss),
-            "grad": relative_error(compiled_grad, eager_grad),
-        }), flush=True)
+        compare([alpha, gamma, reduction, list(shape), str(dtype)], lambda leaf, fast_path: sigmoid_focal_loss(
+            leaf, t, alpha=alpha, gamma=gamma, reduction=reduction, fast_path=fast_path), x)
+    for gamma_pos, gamma_neg, clip, reduction, shape in ASL_SETTINGS:
+        x = torch.randn(shape, generator=generator) * 3
+        t = (torch.rand(shape, generator=generator) < 0.2).float()
+        compare(["asymmetric", gamma_pos, gamma_neg, clip, reduction, list(shape)], lambda leaf, fast_path: asymmetric_loss(
+            leaf, t, gamma_pos, gamma_neg, clip, reduction=reduction, fast_path=fast_path), x)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def fresh_inductor(cache_dir: Path) -> dict[str, str]:
 
 
 def test_compiled_equals_eager_over_a_sequence_of_settings(tmp_path: Path) -> None:
-    from tests.compiled_focal_probe import SETTINGS
+    from tests.compiled_focal_probe import ASL_SETTINGS, SETTINGS
 
     probe = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "compiled_focal_probe.py")],
@@ -32,7 +32,7 @@ def test_compiled_equals_eager_over_a_sequence_of_settings(tmp_path: Path) -> No
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     rows = [json.loads(line) for line in probe.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == len(SETTINGS)
+    assert len(rows) == len(SETTINGS) + len(ASL_SETTINGS)
     wrong = [row for row in rows if row["loss"] > TOLERANCE or row["grad"] > TOLERANCE]
     assert not wrong, wrong
 

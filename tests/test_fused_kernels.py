@@ -1,17 +1,20 @@
-"""The fused softmax kernel against the formulas written out here, differentiated by autograd.
+"""The fused kernels against the formulas written out here, differentiated by autograd.
 
 Every softmax loss of the catalogue runs on ``fused_softmax_loss``; these tests
 pin its values and gradients (float64, gradcheck), its half-precision
 numerics, segmentation shapes, ``ignore_index`` and every reduction, and that
-each loss really takes the fused path.
+each loss really takes the fused path. The asymmetric loss's closed-form kernel
+is pinned the same way against autograd through its formula.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lit_imbalance import losses
+from lit_imbalance.losses.asymmetric import asymmetric_loss
 from lit_imbalance.losses import _fused_softmax
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 
@@ -270,3 +273,59 @@ def test_cost_sensitive_module_rederives_its_kernel_form_on_load() -> None:
     second.load_state_dict(first.state_dict())
     x, y = torch.randn(8, 2), torch.randint(0, 2, (8,))
     assert second(x, y).item() == pytest.approx(first(x, y).item(), rel=1e-6)
+
+
+# --- the asymmetric loss's closed-form kernel ------------------------------------------
+
+ASL_SETTINGS = [(0.0, 4.0, 0.05), (0.0, 0.0, 0.0), (1.0, 2.0, 0.0), (0.5, 0.5, 0.2), (2.0, 1.0, 0.05)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "positives"])
+@pytest.mark.parametrize(("gamma_pos", "gamma_neg", "clip"), ASL_SETTINGS)
+def test_asymmetric_kernel_equals_autograd_through_the_formula(gamma_pos: float, gamma_neg: float, clip: float,
+                                                               reduction: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(32, 5, 3, generator=generator, dtype=torch.float64) * 4).requires_grad_()
+    t = (torch.rand(32, 5, 3, generator=generator) < 0.3).double()
+    t[:4] = torch.rand(4, 5, 3, generator=generator, dtype=torch.float64)  # soft targets mix the two terms
+    fused = asymmetric_loss(x, t, gamma_pos, gamma_neg, clip, reduction=reduction, fast_path="eager")
+    reference = asymmetric_loss(x, t, gamma_pos, gamma_neg, clip, reduction=reduction, fast_path="reference")
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    upstream = torch.rand_like(fused)  # a non-uniform upstream gradient for "none"
+    torch.testing.assert_close(torch.autograd.grad((fused * upstream).sum(), x)[0],
+                               torch.autograd.grad((reference * upstream).sum(), x)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("gamma_pos", "gamma_neg", "clip"), ASL_SETTINGS)
+def test_asymmetric_kernel_gradcheck_float64(gamma_pos: float, gamma_neg: float, clip: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.randn(6, 4, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+    t = (torch.rand(6, 4, generator=generator) < 0.4).double()
+    assert torch.autograd.gradcheck(lambda z: asymmetric_loss(z, t, gamma_pos, gamma_neg, clip, fast_path="eager"), (x,))
+
+
+def test_asymmetric_kernel_with_class_indices_masks_ignored_rows_and_equals_bce_without_focusing() -> None:
+    x = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.2, -4.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, -100, 2])
+    got = asymmetric_loss(x, labels, 0.0, 0.0, 0.0, fast_path="eager")
+    one_hot = torch.tensor([[1.0, 0, 0], [0, 0, 1]])
+    expected = F.binary_cross_entropy_with_logits(x[[0, 2]], one_hot)  # mean over the 6 elements that count
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert torch.equal(x.grad[1], torch.zeros(3))  # the ignored row gets no gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_asymmetric_kernel_at_plus_minus_100_in_half_precision_is_finite_fp32(dtype, clip: float) -> None:
+    x = torch.tensor([[100.0, -100.0, 0.5], [-100.0, 100.0, 3.0]], dtype=dtype, requires_grad=True)
+    t = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    loss = asymmetric_loss(x, t, 0.0, 4.0, clip, fast_path="eager")
+    (grad,) = torch.autograd.grad(loss, x)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, asymmetric_loss(x.float(), t.float(), 0.0, 4.0, clip, fast_path="reference"))
+    # A confidently wrong positive (-100) keeps its full gradient, -1/6; so does a wrong negative (+100)
+    # without a clip, where q / (1 - p_m) = 1 exactly. With one, 1 - p_m >= clip bounds that loss: it is flat.
+    # (bf16 rounds 1/6 to 0.16699.)
+    assert grad[0, 1].item() == pytest.approx(-1 / 6, rel=1e-2)
+    assert grad[0, 0].item() == (pytest.approx(1 / 6, rel=1e-2) if clip == 0 else 0.0)

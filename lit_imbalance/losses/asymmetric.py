@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_imbalance._checks import check_in_unit_interval
+from lit_imbalance._checks import check_choice, check_in_unit_interval
+from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, reduction_extras, should_compile
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
+    TINY,
     binary_targets,
     check_gamma,
     check_logits,
@@ -27,6 +29,7 @@ def asymmetric_loss(
     clip: float = 0.05,
     ignore_index: int = -100,
     reduction: str = "mean",
+    fast_path: str = "auto",
 ) -> Tensor:
     r"""Asymmetric loss: separate focusing for positives and negatives, plus probability shifting.
 
@@ -54,6 +57,10 @@ def asymmetric_loss(
         reduction: ``"mean"`` (over the elements that count), ``"sum"``, ``"none"``
             or ``"positives"`` (sum over ``max(1, #positives)``). The reference
             implementation returns the sum.
+        fast_path: ``"auto"`` (the loss and its closed-form gradient in one pass, through
+            ``torch.compile`` from ``COMPILE_MIN_ELEMENTS`` elements), ``"eager"`` (never
+            compiled), ``"compiled"`` or ``"reference"`` (autograd through the formula;
+            also what targets that require grad get). All give the same values up to rounding.
 
     Example:
         >>> logits = torch.tensor([[2.0, -1.0, 0.0]])
@@ -65,7 +72,18 @@ def asymmetric_loss(
     gamma_neg = check_gamma(gamma_neg, "gamma_neg")
     clip = check_in_unit_interval("clip", clip)
     check_reduction(reduction, SIGMOID_REDUCTIONS)
+    check_choice("fast_path", fast_path, FAST_PATHS)
     targets, valid = binary_targets(logits, target, ignore_index)
+    if fast_path != "reference" and not targets.requires_grad:
+        element_weight, scale = reduction_extras(reduction, logits, valid, targets)
+        return ClosedFormLoss.apply(_asymmetric_kernel, should_compile(fast_path, logits), logits, targets,
+                                    (gamma_pos, gamma_neg, clip), element_weight, scale)
+    return reduce_loss(mask(_asymmetric_reference(logits, targets, gamma_pos, gamma_neg, clip), valid),
+                       reduction, valid, targets=targets)
+
+
+def _asymmetric_reference(logits: Tensor, targets: Tensor, gamma_pos: float, gamma_neg: float, clip: float) -> Tensor:
+    """The element-wise formula as written, in log space, differentiated by autograd."""
     log_p = F.logsigmoid(logits)
     log_one_minus_p = log_p - logits  # log(1 - sigmoid(x)) == logsigmoid(-x)
     positive = focal_modulation(log_one_minus_p.exp(), gamma_pos) * log_p
@@ -75,8 +93,51 @@ def asymmetric_loss(
     else:
         shifted_p, log_one_minus_shifted = log_p.exp(), log_one_minus_p
     negative = focal_modulation(shifted_p, gamma_neg) * log_one_minus_shifted
-    loss = -(targets * positive + (1 - targets) * negative)
-    return reduce_loss(mask(loss, valid), reduction, valid, targets=targets)
+    return -(targets * positive + (1 - targets) * negative)
+
+
+def _asymmetric_kernel(
+    x: Tensor,
+    t: Tensor,
+    scalars: tuple[float | Tensor, float | Tensor, float | Tensor],
+    element_weight: Tensor | None,
+    scale: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    r"""Element-wise ASL and its derivative w.r.t. ``x`` in one pass (eager, or traced by compile).
+
+    With :math:`p = \sigma(x)`, :math:`q = 1 - p` and :math:`p_m = \max(p - m, 0)`:
+    :math:`\partial_x[-q^{\gamma_+}\log p] = q^{\gamma_+}(\gamma_+ p \log p - q)` and, where
+    :math:`p_m > 0`, :math:`\partial_x[-p_m^{\gamma_-}\log(1 - p_m)] = p\,\frac{q}{1 - p_m}\,p_m^{\gamma_-}
+    - \gamma_- p_m^{\gamma_- - 1}\log(1 - p_m)\,p q`. Without a clip :math:`q / (1 - p_m) = 1`
+    exactly, so a confidently wrong negative (:math:`q` underflowing to 0) keeps its gradient of 1.
+    ``scalars`` is ``(gamma_pos, gamma_neg, clip)``: 0-d tensors when compiled.
+    """
+    gamma_pos, gamma_neg, clip = scalars
+    log_p = F.logsigmoid(x)
+    p = torch.sigmoid(x)
+    q = 1 - p
+    log_q = log_p - x  # log(1 - sigmoid(x)) == logsigmoid(-x)
+    positive_factor = focal_modulation(q, gamma_pos)
+    positive_loss = -positive_factor * log_p
+    positive_grad = positive_factor * (gamma_pos * p * log_p - q)
+    shifted = (p - clip).clamp_min(0.0)
+    clipped = torch.as_tensor(clip > 0)
+    log_one_minus_shifted = torch.where(clipped, torch.log1p(-shifted), log_q)  # 1 - p_m >= clip > 0
+    q_over_one_minus_shifted = torch.where(clipped, q / (1 - shifted), 1.0)
+    negative_factor = focal_modulation(shifted, gamma_neg)
+    active = shifted > 0
+    # gamma * p_m^(gamma - 1), zero where p_m = 0 (and for gamma = 0, where the power would be 1 / p_m).
+    focal_slope = torch.where(active, gamma_neg * shifted.clamp_min(TINY).pow(gamma_neg - 1), 0.0)
+    negative_loss = -negative_factor * log_one_minus_shifted
+    negative_grad = torch.where(active, p * (q_over_one_minus_shifted * negative_factor
+                                             - focal_slope * log_one_minus_shifted * q), 0.0)
+    loss = torch.lerp(negative_loss, positive_loss, t)  # t * positive + (1 - t) * negative
+    grad = torch.lerp(negative_grad, positive_grad, t)
+    if element_weight is not None:
+        loss, grad = loss * element_weight, grad * element_weight
+    if scale is None:
+        return loss, grad
+    return loss.sum() * scale, grad * scale
 
 
 class AsymmetricLoss(nn.Module):
@@ -99,6 +160,7 @@ class AsymmetricLoss(nn.Module):
         clip: float = 0.05,
         ignore_index: int = -100,
         reduction: str = "mean",
+        fast_path: str = "auto",
     ) -> None:
         super().__init__()
         self.gamma_pos = check_gamma(gamma_pos, "gamma_pos")
@@ -106,10 +168,12 @@ class AsymmetricLoss(nn.Module):
         self.clip = check_in_unit_interval("clip", clip)
         self.ignore_index = ignore_index
         self.reduction = check_reduction(reduction, SIGMOID_REDUCTIONS)
+        self.fast_path = check_choice("fast_path", fast_path, FAST_PATHS)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return asymmetric_loss(
-            logits, target, self.gamma_pos, self.gamma_neg, self.clip, self.ignore_index, self.reduction
+            logits, target, self.gamma_pos, self.gamma_neg, self.clip, self.ignore_index, self.reduction,
+            self.fast_path,
         )
 
     def extra_repr(self) -> str:

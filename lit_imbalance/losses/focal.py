@@ -18,16 +18,14 @@ warning, where it fails.
 
 from __future__ import annotations
 
-import warnings
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance.losses._closed_form import COMPILE_MIN_ELEMENTS, FAST_PATHS, ClosedFormLoss, reduction_extras, should_compile
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses._common import (
     REDUCTIONS,
@@ -48,9 +46,6 @@ from lit_imbalance.losses._common import (
     reduce_loss,
 )
 
-FAST_PATHS = ("auto", "compiled", "eager", "reference")
-# Below this many elements compiling does not pay for itself (and tests stay compile-free).
-COMPILE_MIN_ELEMENTS = 1 << 20
 
 
 def sigmoid_focal_loss(
@@ -153,15 +148,9 @@ def _sigmoid_focal(
     if fast_path == "reference" or needs_reference:
         loss = mask(_sigmoid_focal_reference(logits, targets, alpha, gamma, pos_weight), valid)
         return reduce_loss(loss, reduction, valid, targets=targets)
-    compiled = not torch.compiler.is_compiling() and (
-        fast_path == "compiled" or (fast_path == "auto" and logits.numel() >= COMPILE_MIN_ELEMENTS)
-    )
-    element_weight = None if valid is None else valid.to(logits.dtype)
-    scale = None
-    if reduction != "none":
-        total = denominator(reduction, logits, valid, targets=targets)
-        scale = 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
-    return _SigmoidFocalFunction.apply(logits, targets, alpha, gamma, pos_weight, element_weight, scale, compiled)
+    element_weight, scale = reduction_extras(reduction, logits, valid, targets)
+    return ClosedFormLoss.apply(_fused_kernel, should_compile(fast_path, logits), logits, targets, (alpha, gamma),
+                                pos_weight, element_weight, scale)
 
 
 def _sigmoid_focal_reference(
@@ -238,89 +227,20 @@ def _sigmoid_focal_terms(
 def _fused_kernel(
     x: Tensor,
     t: Tensor,
-    alpha: float | Tensor | None,
-    gamma: float | Tensor,
+    scalars: tuple[float | Tensor | None, float | Tensor],
     pos_weight: Tensor | None,
     element_weight: Tensor | None,
     scale: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """Loss and gradient; with ``scale``, the loss summed and both scaled (eager, or traced by compile)."""
+    """Loss and gradient; with ``scale``, the loss summed and both scaled (eager, or traced by compile).
+
+    ``scalars`` is ``(alpha, gamma)``: 0-d tensors when compiled (see :mod:`._closed_form`).
+    """
+    alpha, gamma = scalars
     loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
     if scale is None:
         return loss, grad
     return loss.sum() * scale, grad.mul_(scale)
-
-
-# alpha and gamma enter as 0-d tensors, never as Python floats. Dynamo turns a float that
-# changes between calls into a symbolic input after the first recompile, and Inductor's
-# AOTAutograd cache (on disk too) can then hand back the graph compiled for an earlier
-# value: a gamma sweep in one process trained on the first job's gamma (pytorch #194976,
-# #197889). A tensor is a graph input by construction, so one graph serves every value and
-# nothing value-dependent is ever baked in. Only `alpha is None` and the presence of the
-# optional tensors change the graph, and Dynamo guards those exactly. Costs ~2.5x the old
-# value-specialised kernel, still ~0.7x BCE-with-logits at 4M elements (benchmarks/losses.py).
-@functools.cache
-def _compiled_kernel() -> Callable[..., tuple[Tensor, Tensor]]:
-    """The one compiled kernel, made at first use: ``torch.compile`` imports Inductor (about 1 s)."""
-    return torch.compile(_fused_kernel, dynamic=True)
-
-
-# Holds the error once torch.compile has failed (no C++ compiler, unsupported device): eager from then on.
-_compile_failed: list[BaseException] = []
-
-
-def _run_kernel(
-    compiled: bool,
-    x: Tensor,
-    t: Tensor,
-    alpha: float | None,
-    gamma: float,
-    pos_weight: Tensor | None,
-    element_weight: Tensor | None,
-    scale: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """Loss (summed and scaled when ``scale`` is given) and gradient, compiled when asked and possible."""
-    if compiled and not _compile_failed:
-        try:
-            # torch.full: made on the input's device, without a host-to-device copy.
-            gamma_tensor = torch.full((), gamma, dtype=x.dtype, device=x.device)
-            alpha_tensor = None if alpha is None else torch.full((), alpha, dtype=x.dtype, device=x.device)
-            return _compiled_kernel()(x, t, alpha_tensor, gamma_tensor, pos_weight, element_weight, scale)
-        except Exception as error:  # stay correct, just slower
-            _compile_failed.append(error)
-            warnings.warn(
-                f"torch.compile of the sigmoid focal kernel failed ({type(error).__name__}: {error}); "
-                "using the eager kernel from now on.",
-                stacklevel=4,
-            )
-    return _fused_kernel(x, t, alpha, gamma, pos_weight, element_weight, scale)
-
-
-class _SigmoidFocalFunction(torch.autograd.Function):
-    """Forward computes the loss and its gradient in one pass; backward only scales the saved gradient."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        logits: Tensor,
-        targets: Tensor,
-        alpha: float | None,
-        gamma: float,
-        pos_weight: Tensor | None,
-        element_weight: Tensor | None,
-        scale: Tensor | None,
-        compiled: bool,
-    ) -> Tensor:
-        loss, grad = _run_kernel(compiled, logits, targets, alpha, gamma, pos_weight, element_weight, scale)
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        # Out of place: backward may run again on a retained graph (gradcheck does).
-        return grad * grad_output, None, None, None, None, None, None, None
 
 
 class SigmoidFocalLoss(nn.Module):

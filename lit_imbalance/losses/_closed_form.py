@@ -1,0 +1,117 @@
+"""Element-wise losses computed with their closed-form gradient in one pass, eagerly or through ``torch.compile``.
+
+A kernel is a function ``kernel(x, t, scalars, *extras) -> (loss, grad)``: the loss
+(summed and scaled when the last extra, ``scale``, is given) and its derivative with
+respect to the logits ``x``. :class:`ClosedFormLoss` saves only that gradient for
+backward, where autograd through the formula keeps several input-sized tensors.
+:func:`run_kernel` runs the kernel compiled when asked and possible, which fuses the
+element-wise work and the reduction into one loop, and eagerly otherwise.
+
+The ``scalars`` (``gamma``, ``alpha``, ``clip``, ...) enter a compiled kernel as 0-d
+tensors, never as Python floats. Dynamo turns a float that changes between calls into
+a symbolic input after the first recompile, and Inductor's AOTAutograd cache (on disk
+too) can then hand back the graph compiled for an earlier value: a gamma sweep in one
+process trained on the first job's gamma (pytorch #194976, #197889). A tensor is a
+graph input by construction, so one graph serves every value and nothing
+value-dependent is baked in; only ``None`` scalars and absent extras change the graph,
+and Dynamo guards those exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lit_imbalance.losses._common import denominator
+
+Kernel = Callable[..., tuple[Tensor, Tensor]]
+
+#: ``fast_path`` of the closed-form losses: compiled from COMPILE_MIN_ELEMENTS elements ("auto"),
+#: never ("eager"), always ("compiled"), or autograd through the formula ("reference").
+FAST_PATHS = ("auto", "compiled", "eager", "reference")
+# Below this many elements compiling does not pay for itself (and tests stay compile-free).
+COMPILE_MIN_ELEMENTS = 1 << 20
+
+
+def reduction_extras(reduction: str, logits: Tensor, valid: Tensor | None,
+                     targets: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """``(element_weight, scale)`` for a kernel: the ignore mask as weights, and 1 / the reduction's denominator.
+
+    ``scale`` is ``None`` for ``reduction="none"`` (the kernel then returns element-wise losses).
+    """
+    element_weight = None if valid is None else valid.to(logits.dtype)
+    if reduction == "none":
+        return element_weight, None
+    total = denominator(reduction, logits, valid, targets=targets)
+    return element_weight, 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
+
+
+def should_compile(fast_path: str, logits: Tensor) -> bool:
+    """Whether ``fast_path`` (``"auto"``, ``"compiled"``, ``"eager"``) compiles a kernel on ``logits``."""
+    return not torch.compiler.is_compiling() and (
+        fast_path == "compiled" or (fast_path == "auto" and logits.numel() >= COMPILE_MIN_ELEMENTS)
+    )
+
+
+@functools.cache
+def compiled(kernel: Kernel) -> Kernel:
+    """``kernel`` compiled, made at first use: ``torch.compile`` imports Inductor (about 1 s)."""
+    return torch.compile(kernel, dynamic=True)
+
+
+# Holds the error once torch.compile has failed (no C++ compiler, unsupported device): eager from then on.
+_compile_failed: list[BaseException] = []
+
+
+def run_kernel(kernel: Kernel, use_compiled: bool, x: Tensor, t: Tensor, scalars: Sequence[float | None],
+               *extras: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``kernel(x, t, scalars, *extras)``, compiled when asked and possible (scalars then as 0-d tensors)."""
+    if use_compiled and not _compile_failed:
+        try:
+            # torch.full: made on the input's device, without a host-to-device copy.
+            as_tensors = tuple(None if value is None else torch.full((), value, dtype=x.dtype, device=x.device)
+                               for value in scalars)
+            return compiled(kernel)(x, t, as_tensors, *extras)
+        except Exception as error:  # stay correct, just slower
+            _compile_failed.append(error)
+            warnings.warn(
+                f"torch.compile of the {kernel.__name__} kernel failed ({type(error).__name__}: {error}); "
+                "using the eager kernel from now on.",
+                stacklevel=4,
+            )
+    return kernel(x, t, tuple(scalars), *extras)
+
+
+class ClosedFormLoss(torch.autograd.Function):
+    """Forward computes the loss and its gradient in one pass; backward only scales the saved gradient.
+
+    ``ClosedFormLoss.apply(kernel, use_compiled, x, t, scalars, *extras)``; ``t`` and the
+    extras must not require grad (the gradient is with respect to ``x`` only).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        kernel: Kernel,
+        use_compiled: bool,
+        x: Tensor,
+        t: Tensor,
+        scalars: Sequence[float | None],
+        *extras: Tensor | None,
+    ) -> Tensor:
+        loss, grad = run_kernel(kernel, use_compiled, x, t, scalars, *extras)
+        ctx.save_for_backward(grad)
+        ctx.extra_count = len(extras)  # type: ignore[attr-defined]
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        # Out of place: backward may run again on a retained graph (gradcheck does).
+        return (None, None, grad * grad_output, None, None, *([None] * ctx.extra_count))  # type: ignore[attr-defined]
