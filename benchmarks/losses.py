@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="interleaved timed pairs per row (>= 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                        help="only the rows whose name contains one of these (e.g. --only asymmetric ldam)")
     args = parser.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -216,6 +218,8 @@ def main() -> None:
         print(f"\n{title}\n{header}")
         markdown += [f"\n**{title}**\n", "| loss | vs | ms | x time | x mem | target |", "|---|---|---:|---:|---:|---|"]
         for row in rows(num_classes, device):
+            if args.only and not any(text in row.name for text in args.only):
+                continue
             target = labels if row.family == "softmax" else binary
             result = compare(row, logits, target, repeats)
             verdict = ""

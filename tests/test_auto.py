@@ -31,7 +31,7 @@ def auto_cfg(train_cfg, data: Path, *overrides: str):
     # A learning rate of 1e-9 leaves the "frozen" candidate at its random start: it must lose.
     return train_cfg("experiment=auto", "data=npz", f"data.path={data}", "callbacks.minimum_steps.min_steps=30",
                      "model.optimizer.lr=0.01", "auto.holdouts=2",
-                     "~auto.candidates.without_mixup", "~auto.candidates.linear",
+                     "~auto.candidates.without_mixup", "~auto.candidates.epochs_only",
                      "+auto.candidates.frozen={model: {optimizer: {lr: 1.0e-9}}}", *overrides)
 
 
