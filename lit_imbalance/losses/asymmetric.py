@@ -10,7 +10,6 @@ from lit_imbalance._checks import check_choice, check_in_unit_interval
 from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, reduction_extras, should_compile
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
-    TINY,
     binary_targets,
     check_gamma,
     check_logits,
@@ -113,21 +112,23 @@ def _asymmetric_kernel(
     ``scalars`` is ``(gamma_pos, gamma_neg, clip)``: 0-d tensors when compiled.
     """
     gamma_pos, gamma_neg, clip = scalars
+    # Powers as exp(gamma * log): the logs are needed anyway, so each power costs one exp, not a pow.
     log_p = F.logsigmoid(x)
-    p = torch.sigmoid(x)
+    p = log_p.exp()
     q = 1 - p
-    log_q = log_p - x  # log(1 - sigmoid(x)) == logsigmoid(-x)
-    positive_factor = focal_modulation(q, gamma_pos)
+    log_q = log_p - x  # log(1 - sigmoid(x)) == logsigmoid(-x), finite where q underflows
+    positive_factor = torch.exp(gamma_pos * log_q)  # q^gamma_pos
     positive_loss = -positive_factor * log_p
     positive_grad = positive_factor * (gamma_pos * p * log_p - q)
     shifted = (p - clip).clamp_min(0.0)
+    active = shifted > 0
     clipped = torch.as_tensor(clip > 0)
     log_one_minus_shifted = torch.where(clipped, torch.log1p(-shifted), log_q)  # 1 - p_m >= clip > 0
     q_over_one_minus_shifted = torch.where(clipped, q / (1 - shifted), 1.0)
-    negative_factor = focal_modulation(shifted, gamma_neg)
-    active = shifted > 0
-    # gamma * p_m^(gamma - 1), zero where p_m = 0 (and for gamma = 0, where the power would be 1 / p_m).
-    focal_slope = torch.where(active, gamma_neg * shifted.clamp_min(TINY).pow(gamma_neg - 1), 0.0)
+    log_shifted = torch.where(clipped, torch.log(shifted), log_p)
+    # p_m^gamma_neg, and gamma_neg * p_m^(gamma_neg - 1) = gamma_neg * p_m^gamma_neg / p_m: zero where p_m = 0.
+    negative_factor = torch.where(active, torch.exp(gamma_neg * log_shifted), 0.0)
+    focal_slope = torch.where(active, gamma_neg * negative_factor / shifted, 0.0)
     negative_loss = -negative_factor * log_one_minus_shifted
     negative_grad = torch.where(active, p * (q_over_one_minus_shifted * negative_factor
                                              - focal_slope * log_one_minus_shifted * q), 0.0)
