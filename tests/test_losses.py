@@ -409,6 +409,28 @@ def test_class_balanced_with_beta_zero_is_its_base(batch, base: str) -> None:
     assert got.item() == pytest.approx(bases[base]().item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "positives"])
+@pytest.mark.parametrize("shape", [(16, 4), (6, 4, 3)], ids=["NC", "NCd"])
+def test_class_balanced_sigmoid_weights_each_sample_by_its_class(reduction: str, shape: tuple[int, ...]) -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 4, shape[:1] + shape[2:], generator=generator)
+    labels.view(-1)[:3] = -100  # ignored entries count nowhere
+    counts, beta = [50, 20, 5, 2], 0.99
+    effective = (1 - beta) / (1 - beta ** torch.tensor(counts, dtype=torch.float64))  # Cui et al.'s 1 / E_n
+    weight = effective / effective.sum() * 4  # summing to C
+    valid = labels != -100
+    one_hot_targets = F.one_hot(labels.clamp_min(0), 4).movedim(-1, 1).double()
+    per_element = F.binary_cross_entropy_with_logits(x, one_hot_targets, reduction="none")
+    per_element = per_element * (weight[labels.clamp_min(0)] * valid).unsqueeze(1)  # each sample its class's weight
+    expected = {"none": per_element, "sum": per_element.sum(),
+                "mean": per_element.sum() / (valid.sum() * 4),
+                "positives": per_element.sum() / valid.sum()}[reduction]
+    got = ClassBalancedLoss(counts, beta=beta, base="sigmoid", reduction=reduction)(x, labels)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(expected.sum(), x)[0])
+
+
 # --- reductions, ignore_index, segmentation shapes -----------------------------------------
 
 

@@ -24,6 +24,7 @@ from lit_imbalance.losses._common import (
     check_logits,
     check_reduction,
     class_index_target,
+    denominator,
     mask,
     per_class,
     reduce_loss,
@@ -433,11 +434,19 @@ def _class_balanced(
     if base == "softmax":
         return fused_softmax_loss(logits, target, class_weight=weight, reduction=reduction, ignore_index=ignore_index)
     targets, valid = binary_targets(logits, target, ignore_index)
-    row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
-    if base == "sigmoid":
-        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if target.shape != logits.shape and logits.shape[1] > 1:
+        # Class indices: a sample's weight is its class's, one gather instead of a pass over the one-hot.
+        row_weight = weight.to(logits)[target.clamp(0, logits.shape[1] - 1)].unsqueeze(1)
     else:
-        loss = _sigmoid_focal(logits, targets, None, None, gamma, None, "none")
+        row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
+    if base == "sigmoid":
+        # The weights as BCE's own: loss, weighting and reduction in one library kernel.
+        element_weight = row_weight if valid is None else row_weight * valid
+        if reduction == "none":
+            return F.binary_cross_entropy_with_logits(logits, targets, weight=element_weight, reduction="none")
+        summed = F.binary_cross_entropy_with_logits(logits, targets, weight=element_weight, reduction="sum")
+        return summed / denominator(reduction, logits, valid, targets=targets)
+    loss = _sigmoid_focal(logits, targets, None, None, gamma, None, "none")
     return reduce_loss(mask(loss * row_weight, valid), reduction, valid, targets=targets)
 
 
