@@ -16,6 +16,7 @@ naming resolvers are :mod:`lit_imbalance.resolvers`.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import logging
 import math
@@ -227,10 +228,29 @@ class SweepSummary(Callback):
         self.mode = check_choice("mode", mode, ("max", "min"))
         self.plots = plots
         self.wandb = wandb
+        self._unfinished: tuple[Path, DictConfig] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_launching_process():
+            return
+        # A launcher whose worker dies outright (a segfault, an OOM kill: joblib's TerminatedWorkerError)
+        # raises past on_multirun_end; the jobs that did finish still get their summary when Hydra exits.
+        self._unfinished = (Path(config.hydra.sweep.dir), config)
+        atexit.register(self._summarise_unfinished_sweep)
+
+    def _summarise_unfinished_sweep(self) -> None:
+        if self._unfinished is None:
+            return
+        sweep_dir, config = self._unfinished
+        self._unfinished = None
+        log.error("The multirun ended before all its jobs returned (a job's process died, or the launcher "
+                  "failed): summarising the jobs under %s as they are.", sweep_dir)
+        self.summarise(sweep_dir, config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_launching_process():
             return
+        self._unfinished = None
         rows = self.summarise(Path(config.hydra.sweep.dir), config)
         failed = [row["job"] for row in rows if row["status"] != Status.FINISHED]
         if failed:

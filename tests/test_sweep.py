@@ -232,6 +232,22 @@ def test_joblib_sweep_with_a_failing_job_exits_1_with_a_failed_row_and_grouped_w
     assert read_offline_run(summary_run)["history"]["sweep/summary/nrows"] == 2
 
 
+@pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
+def test_joblib_sweep_whose_worker_dies_outright_still_summarises_the_finished_job(tmp_path: Path) -> None:
+    # Job 1's worker exits with os._exit(3) once job 0 has finished: no Python cleanup, as a segfault or an
+    # OOM kill, and joblib's TerminatedWorkerError then ends the launcher before on_multirun_end.
+    result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=none",
+                                          "+callbacks.crash._target_=tests.sweep_probe.survive,"
+                                          "tests.sweep_probe.die_once_finished",
+                                          "+callbacks.crash.after=${hydra:sweep.dir}/0/metrics.json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "TerminatedWorkerError" in result.stderr and "before all its jobs returned" in result.stdout + result.stderr
+    rows = {row["job"]: row for row in read_summary(sweep_dir)}
+    assert rows[0]["status"] == "finished" and rows[0]["rank"] == 1
+    assert rows[0]["objective"] == pytest.approx(job_metrics(sweep_dir, rows[0])["objective"])
+    assert rows[1]["status"] == "failed" and rows[1]["objective"] == ""
+
+
 @pytest.mark.skipif(not HAS_SUBMITIT, reason='the submitit launcher is an extra: pip install -e ".[sweep]"')
 def test_submitit_local_sweep_is_summarised(tmp_path: Path) -> None:
     result, sweep_dir = run_default_sweep("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
