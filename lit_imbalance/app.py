@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from lit_imbalance._checks import fail
+from lit_imbalance.auto import train_auto
 from lit_imbalance.callbacks.metrics_json import MetricsJsonWriter, logged_scalars
 from lit_imbalance.ddp_multirun import ddp_job_scope
 from lit_imbalance.mixin import POSTHOC_BUFFERS
@@ -109,9 +110,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     register_resolvers()
     if cfg.get("auto"):
-        from lit_imbalance.auto import train_auto  # imports this module: the hold-out fits run train()
-
-        return train_auto(cfg, fit=train)
+        return train_auto(cfg, fit=train)  # hold-out fits and the refit each come back here with auto=null
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     # The second stage is built and checked against the model now: a stage that cannot run fails before stage 1.

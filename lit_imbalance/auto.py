@@ -3,9 +3,10 @@
 No single recipe wins on every data set. ``auto`` fits each candidate (a config
 patch merged onto the run's config) on ``holdouts`` stratified hold-outs of the
 training split, scores each fit's last-epoch ``optimized_metric`` on its held-out
-part, and refits the candidate with the best mean on all the training data; only
-that refit is tested, and the sweep objective is the pick's mean hold-out score. Candidates go round by round, so a ``time_budget_s`` that
-runs out after round ``r`` still compares every candidate on ``r`` hold-outs.
+part, and refits the candidate with the best mean on all the training data. Only
+that refit is tested, and the sweep objective is the pick's mean hold-out score.
+Candidates go round by round, so a ``time_budget_s`` that runs out after round
+``r`` still compares every candidate on ``r`` hold-outs.
 
 The run's ``metrics.json`` says what was picked and why: ``auto/picked``,
 ``auto/reason``, ``auto/holdouts``, and per candidate ``auto/val/<name>`` (the
