@@ -16,6 +16,9 @@ from tests.conftest import ROOT, run_train_py, subprocess_env
 from tests.test_sweep import run_multirun
 
 TOLERANCE = 1e-6
+# ASL's negative-branch gradient is a difference, p (a - b), which near the clip cancels: fused and unfused
+# fp32 rounding then differ by a few ulps relative on those tiny entries. A stale graph is off by O(1).
+ASL_TOLERANCE = 1e-5
 
 
 def fresh_inductor(cache_dir: Path) -> dict[str, str]:
@@ -33,7 +36,8 @@ def test_compiled_equals_eager_over_a_sequence_of_settings(tmp_path: Path) -> No
     assert probe.returncode == 0, probe.stderr[-3000:]
     rows = [json.loads(line) for line in probe.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == len(SETTINGS) + len(ASL_SETTINGS)
-    wrong = [row for row in rows if row["loss"] > TOLERANCE or row["grad"] > TOLERANCE]
+    limit = {True: ASL_TOLERANCE, False: TOLERANCE}
+    wrong = [row for row in rows if max(row["loss"], row["grad"]) > limit[row["setting"][0] == "asymmetric"]]
     assert not wrong, wrong
 
 
