@@ -128,10 +128,6 @@ def train(cfg: DictConfig) -> float | None:
         # In a multirun, DDP children must re-run this job, not the whole sweep.
         with ddp_job_scope(trainer):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            if trainer.interrupted:
-                # Lightning exits 1 on Ctrl-C itself; should an interrupt ever end the fit quietly instead,
-                # the run still must not test a half-trained model and exit 0.
-                raise SystemExit(128 + signal.SIGINT)
             recorded = writer.read() if writer is not None else {}
             objective = optimized_value(trainer, cfg.get("optimized_metric"), recorded)
             if writer is not None and objective is not None:

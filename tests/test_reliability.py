@@ -30,8 +30,20 @@ def start_train_py(*overrides: str, run_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent, env=subprocess_env({"OMP_NUM_THREADS": "1"}), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
+
+
+def default_sigint() -> None:
+    """In the child, before exec: SIGINT as a shell leaves it.
+
+    A process started with SIGINT ignored keeps it ignored (Python installs its
+    KeyboardInterrupt handler only for a signal that is not), and an earlier
+    in-process test can leave a pytest worker ignoring it (Lightning sets SIG_IGN
+    in its shutdown paths; which test did it in two CI runs is not pinned down).
+    Ctrl-C then did nothing there, and the run finished with exit 0.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_after_checkpoints(process: subprocess.Popen[str], run_dir: Path, sig: signal.Signals) -> int:
