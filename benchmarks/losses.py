@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_imbalance.losses import build_loss, sigmoid_focal_loss
-from lit_imbalance.losses.focal import COMPILE_MIN_ELEMENTS
+from lit_imbalance.losses._closed_form import COMPILE_MIN_ELEMENTS
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SIZES = [(65_536, 100), (4_096, 1_000), (256, 8_142)]

@@ -51,6 +51,16 @@ def reduction_extras(reduction: str, logits: Tensor, valid: Tensor | None,
     return element_weight, 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
 
 
+def summed_and_scaled(loss: Tensor, grad: Tensor, scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A kernel's ending: element-wise ``(loss, grad)`` as they are, or with ``scale``, the loss summed and both scaled.
+
+    Inside the kernel, so ``torch.compile`` fuses the reduction into the element-wise loop.
+    """
+    if scale is None:
+        return loss, grad
+    return loss.sum() * scale, grad.mul_(scale)
+
+
 def should_compile(fast_path: str, logits: Tensor) -> bool:
     """Whether ``fast_path`` (``"auto"``, ``"compiled"``, ``"eager"``) compiles a kernel on ``logits``."""
     return not torch.compiler.is_compiling() and (

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, check_non_negative, fail
@@ -247,6 +248,20 @@ def denominator(
     else:
         total = valid.sum(dtype=loss_like.dtype) * (loss_like.numel() // max(valid.numel(), 1))
     return total.clamp_min(TINY)
+
+
+def weighted_bce(logits: Tensor, targets: Tensor, weight: Tensor, reduction: str,
+                 valid: Tensor | None = None) -> Tensor:
+    """BCE-with-logits with per-element ``weight`` (zero where an element does not count), reduced.
+
+    The weights enter BCE's own kernel, so loss, weighting, reduction and gradient are
+    one library call; ``"mean"`` divides by the elements that count (``valid``), not by
+    the weights (see :func:`denominator`).
+    """
+    if reduction == "none":
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none")
+    summed = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+    return summed / denominator(reduction, logits, valid, targets=targets)
 
 
 def reduce_loss(

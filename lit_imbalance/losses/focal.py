@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
-from lit_imbalance.losses._closed_form import COMPILE_MIN_ELEMENTS, FAST_PATHS, ClosedFormLoss, reduction_extras, should_compile
+from lit_imbalance.losses._closed_form import (
+    FAST_PATHS,
+    ClosedFormLoss,
+    reduction_extras,
+    should_compile,
+    summed_and_scaled,
+)
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses._common import (
     REDUCTIONS,
@@ -39,13 +45,11 @@ from lit_imbalance.losses._common import (
     check_logits,
     check_reduction,
     class_index_target,
-    denominator,
     focal_modulation,
     mask,
     per_class,
     reduce_loss,
 )
-
 
 
 def sigmoid_focal_loss(
@@ -237,10 +241,7 @@ def _fused_kernel(
     ``scalars`` is ``(alpha, gamma)``: 0-d tensors when compiled (see :mod:`._closed_form`).
     """
     alpha, gamma = scalars
-    loss, grad = _sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight)
-    if scale is None:
-        return loss, grad
-    return loss.sum() * scale, grad.mul_(scale)
+    return summed_and_scaled(*_sigmoid_focal_terms(x, t, alpha, gamma, pos_weight, element_weight), scale)
 
 
 class SigmoidFocalLoss(nn.Module):

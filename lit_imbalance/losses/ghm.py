@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_in_unit_interval, check_positive_int
@@ -12,7 +11,7 @@ from lit_imbalance.losses._common import (
     binary_targets,
     check_logits,
     check_reduction,
-    denominator,
+    weighted_bce,
 )
 
 
@@ -93,11 +92,7 @@ def _ghmc(
     weight = bin_weight.take(bin_index)
     if valid is not None:
         weight = weight.masked_fill_(~valid, 0.0)
-    # The weights as BCE's own weight: loss, reduction and gradient in one library kernel.
-    if reduction == "none":
-        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none"), fractions
-    summed = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
-    return summed / denominator(reduction, weight, valid, targets=targets), fractions
+    return weighted_bce(logits, targets, weight, reduction, valid), fractions
 
 
 class GHMCLoss(nn.Module):

@@ -12,7 +12,7 @@ from lit_imbalance.losses._common import (
     binary_targets,
     check_logits,
     check_reduction,
-    denominator,
+    weighted_bce,
 )
 
 
@@ -72,12 +72,8 @@ def ohem_loss(
     with torch.no_grad():
         scores = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     keep = hard_examples(scores, targets, valid, neg_pos_ratio, top_k)
-    # The kept elements as BCE's own weight: the loss, its reduction and its gradient in one kernel.
-    weight = keep.to(logits.dtype)
-    if reduction == "none":
-        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="none")
-    summed = F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
-    return summed / denominator(reduction, weight, keep, targets=targets)
+    # The kept elements as BCE's own weight; "mean" divides by the number kept.
+    return weighted_bce(logits, targets, keep.to(logits.dtype), reduction, keep)
 
 
 def hard_examples(

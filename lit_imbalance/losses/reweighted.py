@@ -24,10 +24,10 @@ from lit_imbalance.losses._common import (
     check_logits,
     check_reduction,
     class_index_target,
-    denominator,
     mask,
     per_class,
     reduce_loss,
+    weighted_bce,
 )
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses.focal import _sigmoid_focal, _softmax_focal
@@ -440,12 +440,7 @@ def _class_balanced(
     else:
         row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
     if base == "sigmoid":
-        # The weights as BCE's own: loss, weighting and reduction in one library kernel.
-        element_weight = row_weight if valid is None else row_weight * valid
-        if reduction == "none":
-            return F.binary_cross_entropy_with_logits(logits, targets, weight=element_weight, reduction="none")
-        summed = F.binary_cross_entropy_with_logits(logits, targets, weight=element_weight, reduction="sum")
-        return summed / denominator(reduction, logits, valid, targets=targets)
+        return weighted_bce(logits, targets, row_weight if valid is None else row_weight * valid, reduction, valid)
     loss = _sigmoid_focal(logits, targets, None, None, gamma, None, "none")
     return reduce_loss(mask(loss * row_weight, valid), reduction, valid, targets=targets)
 
