@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval
-from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, reduction_extras, should_compile
+from lit_imbalance.losses._closed_form import (
+    FAST_PATHS,
+    ClosedFormLoss,
+    reduction_extras,
+    should_compile,
+    summed_and_scaled,
+)
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
     binary_targets,
@@ -56,10 +62,11 @@ def asymmetric_loss(
         reduction: ``"mean"`` (over the elements that count), ``"sum"``, ``"none"``
             or ``"positives"`` (sum over ``max(1, #positives)``). The reference
             implementation returns the sum.
-        fast_path: ``"auto"`` (the loss and its closed-form gradient in one pass, through
-            ``torch.compile`` from ``COMPILE_MIN_ELEMENTS`` elements), ``"eager"`` (never
-            compiled), ``"compiled"`` or ``"reference"`` (autograd through the formula;
-            also what targets that require grad get). All give the same values up to rounding.
+        fast_path: ``"auto"`` (from ``COMPILE_MIN_ELEMENTS`` elements the loss and its
+            closed-form gradient in one compiled pass, below that autograd through the
+            formula, which is as fast there), ``"compiled"``, ``"eager"`` (the closed-form
+            kernel uncompiled) or ``"reference"`` (autograd through the formula; also what
+            targets that require grad get). All give the same values up to rounding.
 
     Example:
         >>> logits = torch.tensor([[2.0, -1.0, 0.0]])
@@ -73,9 +80,12 @@ def asymmetric_loss(
     check_reduction(reduction, SIGMOID_REDUCTIONS)
     check_choice("fast_path", fast_path, FAST_PATHS)
     targets, valid = binary_targets(logits, target, ignore_index)
-    if fast_path != "reference" and not targets.requires_grad:
+    compile_kernel = should_compile(fast_path, logits)
+    # Uncompiled, the kernel's where()s cost as much as autograd through the formula (more below 1M
+    # elements on 2 CPU cores), so "auto" keeps the formula until the compiled kernel pays.
+    if (compile_kernel or fast_path == "eager") and not targets.requires_grad:
         element_weight, scale = reduction_extras(reduction, logits, valid, targets)
-        return ClosedFormLoss.apply(_asymmetric_kernel, should_compile(fast_path, logits), logits, targets,
+        return ClosedFormLoss.apply(_asymmetric_kernel, compile_kernel, logits, targets,
                                     (gamma_pos, gamma_neg, clip), element_weight, scale)
     return reduce_loss(mask(_asymmetric_reference(logits, targets, gamma_pos, gamma_neg, clip), valid),
                        reduction, valid, targets=targets)
@@ -136,9 +146,7 @@ def _asymmetric_kernel(
     grad = torch.lerp(negative_grad, positive_grad, t)
     if element_weight is not None:
         loss, grad = loss * element_weight, grad * element_weight
-    if scale is None:
-        return loss, grad
-    return loss.sum() * scale, grad * scale
+    return summed_and_scaled(loss, grad, scale)
 
 
 class AsymmetricLoss(nn.Module):
