@@ -188,6 +188,20 @@ def test_large_scale_floor_moves_gradients_by_less_than_the_floor() -> None:
     assert (got[1].double() - expected[1]).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("shape", [(6, C), (3, C, 2, 2)])
+def test_large_scale_keeps_each_far_below_target_its_true_loss(shape: tuple[int, ...]) -> None:
+    """The subnormal floor raises logits far below their row's maximum; a target there keeps its exact loss."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=generator)
+    y = torch.randint(0, C, (shape[0], *shape[2:]), generator=generator)
+    # Every target logit 10 below the rest: at s = 30 that is 300 below the row's maximum, far past the floor.
+    x.scatter_(1, y.unsqueeze(1), x.gather(1, y.unsqueeze(1)) - 10.0)
+    got = fused_softmax_loss(x, y, scale=30.0, reduction="none")
+    expected = -torch.log_softmax(30.0 * x.double(), 1).gather(1, y.unsqueeze(1)).squeeze(1)
+    assert got.shape == y.shape and float(expected.min()) > 250.0
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=0)
+
+
 def test_all_ignored_gives_zero_loss_and_gradient() -> None:
     x = torch.randn(4, C, requires_grad=True)
     value = fused_softmax_loss(x, torch.full((4,), -100), gamma=2.0, class_weight=torch.ones(C), weighted_mean=True)

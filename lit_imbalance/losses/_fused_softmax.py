@@ -60,9 +60,6 @@ from lit_imbalance.losses._common import (
 )
 
 
-LOG_PROBABILITY_FLOOR = {dtype: 0.5 * math.log(torch.finfo(dtype).tiny) for dtype in (torch.float32, torch.float64)}
-
-
 def fused_softmax_loss(
     logits: Tensor,
     target: Tensor,
@@ -224,38 +221,42 @@ def soft_target_cross_entropy(
     return loss.mean()
 
 
-#: Scaled logits (LDAM's s = 30) spread a row over hundreds of units, and exp() of most of it lands in
-#: the subnormal range, where the CPU runs it ~20x slower (torch.log_softmax included). Flooring the
-#: exponent here keeps every exp() normal and moves the log-sum-exp by at most C * exp(floor), relative.
-EXP_INPUT_FLOOR = {torch.float32: -70.0, torch.float64: -650.0}
-#: Elements per block of :func:`log_softmax_without_subnormals_` (4 MB of fp32): small enough to stay in
-#: cache, large enough that the per-block Python work is negligible.
-ELEMENTS_PER_BLOCK = 1 << 20
+#: Scaled logits (LDAM's s = 30) spread a row over hundreds of units, so most of exp(z - max) lands in
+#: the subnormal range, where the CPU runs exp() and products ~20-30x slower (``torch.log_softmax``
+#: and the backward's ``exp(log p)`` included). Raising every logit to at least its row's maximum plus
+#: this floor (sqrt of the smallest normal float, in log space) keeps every exp() normal, and every
+#: p times a per-sample factor too. It moves the log-sum-exp by at most C * exp(floor), relative
+#: (1e-15 for 8,142 classes in fp32, far below the dtype's precision).
+SUBNORMAL_FREE_FLOOR = {dtype: 0.5 * math.log(torch.finfo(dtype).tiny) for dtype in (torch.float32, torch.float64)}
 
 
-def log_softmax_without_subnormals_(z: Tensor) -> Tensor:
-    """``log_softmax(z, dim=1)`` in place over ``z``, with no subnormal ``exp()`` (see :data:`EXP_INPUT_FLOOR`).
+def log_softmax_without_subnormals_(z: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """``log_softmax(z, dim=1)`` in place over ``z`` with no subnormal ``exp()``, and the exact target entries.
 
-    The result is ``z - logsumexp(z)``, where only the sum's terms below
-    ``exp(floor)`` times the row's largest are raised to it: a relative change of
-    the sum of at most ``C * exp(floor)`` (``1e-27`` for a thousand classes in
-    fp32), far below the dtype's precision. Every entry keeps its own ``z``, so
-    a target logit far below the row's maximum still gets its true log-probability.
+    Entries more than ``-SUBNORMAL_FREE_FLOOR`` below their row's maximum are
+    raised to it first (see :data:`SUBNORMAL_FREE_FLOOR`), so the returned
+    log-probabilities are floored there; the target entries (flat positions
+    ``index``) are returned apart, with their true values, so a target logit
+    far below the row's maximum still gets its true loss.
+
+    Returns:
+        ``(log_probs, log_p_target)``: the floored log-probabilities (``z``
+        itself) and the flat ``(numel(index),)`` true log-probabilities of the targets.
 
     Example:
-        >>> z = torch.tensor([[0.0, -30.0, -300.0]]) * 1.0
-        >>> torch.allclose(log_softmax_without_subnormals_(z.clone()), torch.log_softmax(z, 1))
-        True
+        >>> z = torch.tensor([[0.0, -30.0, -300.0]])
+        >>> log_probs, log_p_target = log_softmax_without_subnormals_(z.clone(), torch.tensor([2]))
+        >>> torch.allclose(log_p_target, torch.log_softmax(z, 1)[0, 2:]), float(log_probs.min()) > -44.0
+        (True, True)
     """
-    floor = EXP_INPUT_FLOOR[z.dtype]
-    # In blocks of rows: the exp() terms live in one small buffer that stays in cache, instead of a
-    # second buffer the size of the logits (whose first touch alone costs as much as the exp).
-    for block in z.split(max(1, ELEMENTS_PER_BLOCK // max(1, z[:1].numel()))):
-        # z - max first, as torch does: entries near the maximum keep their precision.
-        shifted = block.sub_(block.amax(dim=1, keepdim=True))
-        terms = shifted.clamp_min(floor).exp_()
-        shifted.sub_(terms.sum(dim=1, keepdim=True).log_())
-    return z
+    target_logit = z.view(-1).index_select(0, index)
+    lowest = z.amax(dim=1, keepdim=True).add_(SUBNORMAL_FREE_FLOOR[z.dtype])
+    # One extra pass; then torch's own log_softmax, in place (a row is read before it is written).
+    log_probs = torch.log_softmax(z.clamp_min_(lowest), 1, out=z)
+    # The target's log p is its own logit minus the (floored) log-sum-exp: undo its raise, if any.
+    # lowest is (N, 1, d1, ...): flattened, it is in the targets' order.
+    raised_by = lowest.view(-1).sub(target_logit).clamp_min_(0.0)
+    return log_probs, log_probs.view(-1).index_select(0, index).sub_(raised_by)
 
 
 def flat_target_index(shape: torch.Size, target: Tensor) -> Tensor:
@@ -298,6 +299,7 @@ class _FusedSoftmaxFunction(torch.autograd.Function):
     ) -> Tensor:
         x = logits.contiguous()
         index = flat_target_index(x.shape, target)
+        log_p_target = None  # set here only when the log-softmax already gives it
         if shift is None and margin is None and scale == 1.0:
             log_probs = torch.log_softmax(x, 1)
         else:
@@ -307,18 +309,14 @@ class _FusedSoftmaxFunction(torch.autograd.Function):
                 z = x * scale
             if margin is not None:
                 z.view(-1).index_add_(0, index, margin[target].reshape(-1), alpha=-scale)
-            if scale != 1.0 and z.dtype in EXP_INPUT_FLOOR:
-                log_probs = log_softmax_without_subnormals_(z)
+            if scale != 1.0 and z.dtype in SUBNORMAL_FREE_FLOOR:
+                log_probs, log_p_target = log_softmax_without_subnormals_(z, index)
+                log_p_target = log_p_target.view_as(target)
             else:
                 # In place over z: a row is read before it is written, and z is ours, so no second buffer.
                 log_probs = torch.log_softmax(z, 1, out=z)
-        log_p_target = log_probs.view(-1).index_select(0, index).view_as(target)  # log p_y <= 0
-        if scale != 1.0:
-            # Scaled logits (LDAM's s = 30) put most probabilities far below the smallest normal
-            # float, and exp() and the row scaling in backward run ~30x slower on subnormals. A
-            # floor of sqrt(tiny) on p (1e-19 in fp32, 1e-154 in fp64) keeps p and p * factor
-            # normal; it moves a gradient entry by at most that much times the sample's factor.
-            log_probs.clamp_min_(LOG_PROBABILITY_FLOOR[log_probs.dtype])
+        if log_p_target is None:
+            log_p_target = log_probs.view(-1).index_select(0, index).view_as(target)  # log p_y <= 0
         factor = weight  # the loss's per-sample factor (None: 1); nothing below writes into weight
         if cost is not None:
             expected_cost = _expected_cost(cost, log_probs, target, log_p_target)
