@@ -32,6 +32,7 @@ from lit_imbalance.losses import (
     sigmoid_focal_loss,
     softmax_focal_loss,
 )
+from lit_imbalance.losses.ohem import kth_largest
 
 CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
 CATALOGUE = [
@@ -364,6 +365,31 @@ def test_ohem_keeps_positives_and_the_hardest_negatives() -> None:
     top = sorted(bce.tolist(), reverse=True)[:7]
     assert OHEMLoss(top_k=7)(x, y).item() == pytest.approx(sum(top) / 7, rel=1e-10)
     assert OHEMLoss(reduction="positives")(x, y).item() == pytest.approx(sum(kept) / 8, rel=1e-10)
+
+
+def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignored_rows() -> None:
+    """The ratio mode ranks negatives by their logits: the same choice as ranking by BCE, at scale."""
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(400, 30, generator=generator, dtype=torch.float64) * 3
+    t = (torch.rand(400, 30, generator=generator) < 0.05).double()
+    t[t > 0] *= torch.rand(int(t.sum()), generator=generator, dtype=torch.float64) * 0.9 + 0.1  # soft positives
+    bce = ref_bce(x, t).flatten()
+    positives = t.flatten() > 0
+    negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
+    kept = bce[positives].tolist() + negatives
+    assert OHEMLoss()(x, t).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_kth_largest_matches_a_sort_with_ties(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(8)
+    values = torch.randint(-50, 50, (5_000,), generator=generator).to(dtype)  # many ties
+    values[:100] = -torch.inf
+    descending = values.sort(descending=True).values
+    for k in (1, 17, 2_500, 4_900, 5_000):
+        assert kth_largest(values, k).item() == descending[k - 1].item()
+    with pytest.raises(ValueError, match=r"`k` to be an int in 1\.\.5000, but got 0"):
+        kth_largest(values, 0)
 
 
 def test_truncated_ce_drops_samples_past_the_margin(batch) -> None:

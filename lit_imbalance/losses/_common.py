@@ -246,7 +246,8 @@ def denominator(
     elif valid is None:
         return float(loss_like.numel())
     else:
-        total = valid.sum(dtype=loss_like.dtype) * (loss_like.numel() // max(valid.numel(), 1))
+        # count_nonzero: a bool .sum() first widens every entry (to int64, or here to the float dtype).
+        total = torch.count_nonzero(valid).to(loss_like.dtype) * (loss_like.numel() // max(valid.numel(), 1))
     return total.clamp_min(TINY)
 
 

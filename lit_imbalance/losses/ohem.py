@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_imbalance._checks import check_positive, check_positive_int
+from lit_imbalance._checks import check_positive, check_positive_int, fail
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
     binary_targets,
@@ -37,13 +38,16 @@ def ohem_loss(
     * with ``top_k`` (Shrivastava et al., 2016): the ``top_k`` elements with the
       largest loss, positive or negative.
 
-    Selection ranks the losses computed once without autograd, and the kept
-    elements then enter ``binary_cross_entropy_with_logits`` as its weight, so
-    the loss, its reduction and its gradient are one library kernel and no
-    element-wise loss tensor is kept for backward.
+    The kept elements enter ``binary_cross_entropy_with_logits`` as its weight,
+    so the loss, its reduction and its gradient are one library kernel and no
+    element-wise loss tensor is kept for backward. Selection needs no loss pass
+    of its own in the default mode: a negative's loss :math:`\log(1 + e^x)`
+    increases with its logit, so negatives are ranked by their logits. With
+    ``top_k``, positives and negatives are ranked by their losses, computed once
+    without autograd.
 
     The selection carries no gradient. On the CPU it reads the number of
-    negatives to keep and takes them with ``topk``; on other devices (and under
+    negatives to keep and selects them above the count-th largest (:func:`kth_largest`); on other devices (and under
     ``torch.compile``) it ranks the negatives with one sort instead, so it
     never waits for the device. Both keep the same elements up to ties, which
     have equal losses, so the value is the same.
@@ -69,8 +73,11 @@ def ohem_loss(
         check_positive_int("top_k", top_k)
     check_reduction(reduction, SIGMOID_REDUCTIONS)
     targets, valid = binary_targets(logits, target, ignore_index)
-    with torch.no_grad():
-        scores = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if top_k is None:
+        scores = logits.detach()  # ordered like the negatives' losses, which are all that is ranked
+    else:
+        with torch.no_grad():
+            scores = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     keep = hard_examples(scores, targets, valid, neg_pos_ratio, top_k)
     # The kept elements as BCE's own weight; "mean" divides by the number kept.
     return weighted_bce(logits, targets, keep.to(logits.dtype), reduction, keep)
@@ -86,6 +93,8 @@ def hard_examples(
 ) -> Tensor:
     """Boolean mask (shaped like ``loss``) of the elements :func:`ohem_loss` keeps.
 
+    ``loss`` ranks the elements: the element-wise loss, or for the ratio mode
+    anything that orders the negatives as their loss does (their logits).
     ``sync_free=None`` picks the host-sync-free sort everywhere but on the CPU
     outside ``torch.compile`` (see :func:`ohem_loss`).
     """
@@ -100,7 +109,7 @@ def hard_examples(
     if ignored is not None:
         positive &= ~ignored
     not_negative = positive if ignored is None else positive | ignored
-    num_positive = positive.sum()
+    num_positive = torch.count_nonzero(positive)  # a bool .sum() would first widen every entry to int64
     num_hard = (num_positive * neg_pos_ratio).floor()
     negative_loss = flat_loss.masked_fill(not_negative, -torch.inf)
     if sync_free is None:
@@ -109,20 +118,41 @@ def hard_examples(
         order = negative_loss.argsort(descending=True)
         rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
         return (positive | (~not_negative & (rank < num_hard))).view_as(loss)
-    # Reading the count is free on the CPU. The count-th largest negative loss (a selection, O(n)) is
-    # about 3x faster than topk of count elements, which sorts them: keep every negative above it,
-    # and of those equal to it as many as the count still asks for (in index order).
-    num_counted = flat_loss.numel() if ignored is None else int((~ignored).sum())
+    # Reading the count is free on the CPU; the count-th largest negative (kth_largest) is then the
+    # threshold: keep every negative at or above it, unless equal scores there would keep more than
+    # the count, when only as many of them as it still asks for are kept (the first in index order).
+    num_counted = flat_loss.numel() if ignored is None else flat_loss.numel() - int(torch.count_nonzero(ignored))
     count = min(int(num_hard), num_counted - int(num_positive))
     if count <= 0:
         return positive.view_as(loss)
-    threshold = negative_loss.kthvalue(negative_loss.numel() - count + 1).values
-    keep = positive.logical_or_(negative_loss > threshold)
-    tied = negative_loss == threshold
-    missing = count - (int(keep.sum()) - int(num_positive))
-    if int(tied.sum()) > missing:  # rare (equal losses): the first ones in index order
-        tied &= tied.cumsum(0) <= missing
-    return keep.logical_or_(tied).view_as(loss)
+    threshold = kth_largest(negative_loss, count)
+    at_or_above = negative_loss >= threshold
+    num_tied_over = int(torch.count_nonzero(at_or_above)) - count
+    if num_tied_over == 0:
+        return positive.logical_or_(at_or_above).view_as(loss)
+    above = negative_loss > threshold
+    tied = at_or_above.logical_xor_(above)
+    tied &= tied.cumsum(0) <= count - int(torch.count_nonzero(above))
+    return positive.logical_or_(above).logical_or_(tied).view_as(loss)
+
+
+def kth_largest(values: Tensor, k: int) -> Tensor:
+    """The ``k``-th largest entry of a 1-D CPU tensor, as a 0-d tensor of its dtype.
+
+    NumPy's ``partition`` (introselect, O(n)) on a copy: measured about 10x
+    faster than ``torch.kthvalue`` over the millions of scores of a detection
+    batch, which makes mining cost a fraction of the loss itself.
+
+    Example:
+        >>> kth_largest(torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0]), 2)
+        tensor(4.)
+    """
+    if not 0 < k <= values.numel():
+        fail("k", f"an int in 1..{values.numel()}", k)
+    # NumPy has no bfloat16; half precision is upcast too, where its selection is faster.
+    array = values.detach().to(torch.float32 if values.element_size() < 4 else values.dtype).numpy()
+    position = array.size - k
+    return torch.tensor(np.partition(array, position)[position], dtype=values.dtype)
 
 
 class OHEMLoss(nn.Module):
