@@ -47,8 +47,9 @@ def ohem_loss(
     without autograd.
 
     The selection carries no gradient. On the CPU it reads the number of
-    negatives to keep and selects them above the count-th largest (:func:`kth_largest`); on other devices (and under
-    ``torch.compile``) it ranks the negatives with one sort instead, so it
+    negatives to keep and keeps those from the count-th largest up
+    (:func:`kth_largest`); on other devices (and under ``torch.compile``) it
+    ranks the negatives with one sort instead, so it
     never waits for the device. Both keep the same elements up to ties, which
     have equal losses, so the value is the same.
 
