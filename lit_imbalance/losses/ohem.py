@@ -141,8 +141,8 @@ def kth_largest(values: Tensor, k: int) -> Tensor:
     """The ``k``-th largest entry of a 1-D CPU tensor, as a 0-d tensor of its dtype.
 
     NumPy's ``partition`` (introselect, O(n)) on a copy: measured about 10x
-    faster than ``torch.kthvalue`` over the millions of scores of a detection
-    batch, which makes mining cost a fraction of the loss itself.
+    faster than ``torch.kthvalue`` on 6.5M scores (7 against 80 ms on 2 CPU
+    cores), where that selection had been most of OHEM's time.
 
     Example:
         >>> kth_largest(torch.tensor([3.0, 1.0, 4.0, 1.0, 5.0]), 2)
@@ -150,7 +150,7 @@ def kth_largest(values: Tensor, k: int) -> Tensor:
     """
     if not 0 < k <= values.numel():
         fail("k", f"an int in 1..{values.numel()}", k)
-    # NumPy has no bfloat16; half precision is upcast too, where its selection is faster.
+    # NumPy has no bfloat16: 16-bit scores are upcast to float32, which is exact.
     array = values.detach().to(torch.float32 if values.element_size() < 4 else values.dtype).numpy()
     position = array.size - k
     return torch.tensor(np.partition(array, position)[position], dtype=values.dtype)
