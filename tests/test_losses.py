@@ -378,6 +378,15 @@ def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignore
     negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
     kept = bce[positives].tolist() + negatives
     assert OHEMLoss()(x, t).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
+    # Class-index targets with ignored rows: those rows are neither positives nor negatives.
+    y = torch.randint(0, 30, (400,), generator=generator)
+    y[::7] = -100
+    counted = y != -100
+    bce = ref_bce(x[counted], one_hot(y[counted], 30)).flatten()
+    positives = one_hot(y[counted], 30).flatten() > 0
+    negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
+    kept = bce[positives].tolist() + negatives
+    assert OHEMLoss()(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
