@@ -1,4 +1,4 @@
-"""Compiled vs eager closed-form kernels (sigmoid focal, asymmetric) over a sequence of settings in ONE process.
+"""Compiled vs eager closed-form kernels (sigmoid focal, asymmetric, GHM-C, OHEM) over settings in ONE process.
 
 Run by ``tests/test_compiled_focal.py`` in a subprocess with a fresh
 ``TORCHINDUCTOR_CACHE_DIR``, so no earlier compile (in memory or on disk) can
@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from lit_imbalance.losses import asymmetric_loss, sigmoid_focal_loss
+from lit_imbalance.losses import asymmetric_loss, ghmc_loss, ohem_loss, sigmoid_focal_loss
 
 # The issue's sequence, then alternating values, back to the first, new shapes, reductions, dtypes.
 SETTINGS = [
@@ -37,6 +37,17 @@ ASL_SETTINGS = [
     (0.0, 4.0, 0.05, "sum", (33, 5)),
     (0.0, 0.0, 0.2, "positives", (64, 8)),
     (0.0, 4.0, 0.05, "mean", (64, 8)),
+]
+
+# GHM-C (a kernel per bin count) and OHEM (a new threshold every call): (name, setting, reduction, shape).
+REWEIGHTED_BCE_SETTINGS = [
+    ("ghm", 10, "mean", (64, 8)),
+    ("ghm", 3, "sum", (33, 5)),
+    ("ghm", 10, "none", (17, 3, 4)),
+    ("ohem", 3.0, "mean", (64, 8)),
+    ("ohem", 0.5, "sum", (64, 8)),
+    ("ohem", 3.0, "positives", (17, 3, 4)),
+    ("ghm", 10, "mean", (64, 8)),
 ]
 
 
@@ -72,6 +83,16 @@ def main() -> None:
         t = (torch.rand(shape, generator=generator) < 0.2).float()
         compare(["asymmetric", gamma_pos, gamma_neg, clip, reduction, list(shape)], lambda leaf, fast_path: asymmetric_loss(
             leaf, t, gamma_pos, gamma_neg, clip, reduction=reduction, fast_path=fast_path), x, normwise=True)
+    for name, setting, reduction, shape in REWEIGHTED_BCE_SETTINGS:
+        x = torch.randn(shape, generator=generator) * 3
+        t = (torch.rand(shape, generator=generator) < 0.2).float()
+        if name == "ghm":
+            def loss_of(leaf, fast_path):
+                return ghmc_loss(leaf, t, bins=setting, reduction=reduction, fast_path=fast_path)
+        else:
+            def loss_of(leaf, fast_path):
+                return ohem_loss(leaf, t, neg_pos_ratio=setting, reduction=reduction, fast_path=fast_path)
+        compare([name, setting, reduction, list(shape)], loss_of, x, normwise=True)
 
 
 if __name__ == "__main__":

@@ -343,3 +343,86 @@ def test_asymmetric_kernel_at_plus_minus_100_in_half_precision_is_finite_fp32(dt
     # (bf16 rounds 1/6 to 0.16699.)
     assert grad[0, 1].item() == pytest.approx(-1 / 6, rel=1e-2)
     assert grad[0, 0].item() == (pytest.approx(1 / 6, rel=1e-2) if clip == 0 else 0.0)
+
+
+# --- GHM-C's and OHEM's closed-form kernels ---------------------------------------------
+
+REWEIGHTED_BCE = {
+    "ghm": lambda x, t, **kwargs: losses.ghmc_loss(x, t, bins=10, **kwargs),
+    "ghm_3_bins": lambda x, t, **kwargs: losses.ghmc_loss(x, t, bins=3, **kwargs),
+    "ohem": lambda x, t, **kwargs: losses.ohem_loss(x, t, neg_pos_ratio=3.0, **kwargs),
+    "ohem_ratio_0.5": lambda x, t, **kwargs: losses.ohem_loss(x, t, neg_pos_ratio=0.5, **kwargs),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "positives"])
+@pytest.mark.parametrize("name", list(REWEIGHTED_BCE))
+def test_reweighted_bce_kernels_equal_bce_weighted_by_the_same_selection(name: str, reduction: str) -> None:
+    """The kernel path against BCE's own weighted kernel ("reference"), values and gradients, soft targets too."""
+    generator = torch.Generator().manual_seed(2)
+    x = (torch.randn(32, 5, 3, generator=generator, dtype=torch.float64) * 4).requires_grad_()
+    t = (torch.rand(32, 5, 3, generator=generator) < 0.2).double()
+    t[:4] *= torch.rand(4, 5, 3, generator=generator, dtype=torch.float64)  # soft positives
+    fused = REWEIGHTED_BCE[name](x, t, reduction=reduction, fast_path="eager")
+    reference = REWEIGHTED_BCE[name](x, t, reduction=reduction, fast_path="reference")
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    upstream = torch.rand_like(fused)
+    torch.testing.assert_close(torch.autograd.grad((fused * upstream).sum(), x)[0],
+                               torch.autograd.grad((reference * upstream).sum(), x)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(REWEIGHTED_BCE))
+def test_reweighted_bce_kernels_gradcheck_float64_with_ignored_rows(name: str) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.randn(12, 4, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+    labels = torch.randint(0, 4, (12,), generator=generator)
+    labels[::5] = -100
+    assert torch.autograd.gradcheck(lambda z: REWEIGHTED_BCE[name](z, labels, fast_path="eager"), (x,))
+    loss = REWEIGHTED_BCE[name](x, labels, fast_path="eager")
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.equal(grad[::5], torch.zeros_like(grad[::5]))  # ignored rows: no gradient
+    torch.testing.assert_close(loss, REWEIGHTED_BCE[name](x, labels, fast_path="reference"), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", list(REWEIGHTED_BCE))
+def test_reweighted_bce_kernels_at_plus_minus_100_in_half_precision_are_finite_fp32(name: str, dtype) -> None:
+    x = torch.tensor([[100.0, -100.0, 0.5, -2.0], [-100.0, 100.0, 3.0, 1.0]], dtype=dtype, requires_grad=True)
+    t = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=dtype)
+    loss = REWEIGHTED_BCE[name](x, t, fast_path="eager")
+    (grad,) = torch.autograd.grad(loss, x)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, REWEIGHTED_BCE[name](x.float(), t.float(), fast_path="reference"))
+
+
+def test_ohem_kernel_falls_back_to_the_mask_when_ties_decide() -> None:
+    """Equal scores at the threshold that would keep more than the count: the first ones in index order."""
+    x = torch.zeros(10, 4, dtype=torch.float64)
+    x[0, 1] = 5.0  # one clear hard negative, then 39 tied at 0
+    t = torch.zeros(10, 4, dtype=torch.float64)
+    t[0, 0] = 1.0  # one positive: three negatives kept, two of them from the tie
+    leaf = x.clone().requires_grad_()
+    loss = losses.ohem_loss(leaf, t, neg_pos_ratio=3.0, reduction="sum", fast_path="eager")
+    loss.backward()
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    assert loss.item() == pytest.approx(bce[0, 0].item() + bce[0, 1].item() + 2 * bce[0, 2].item(), rel=1e-12)
+    assert int(torch.count_nonzero(leaf.grad)) == 4  # the positive, the hard negative, two tied ones
+
+
+def test_closed_form_backward_keeps_its_gradient_across_retained_graphs() -> None:
+    """The unit-upstream backward hands out the saved gradient: autograd must copy it, not write into it."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(16, 5, generator=generator, dtype=torch.float64)
+    t = (torch.rand(16, 5, generator=generator) < 0.3).double()
+    leaf = x.clone().requires_grad_()
+    loss = asymmetric_loss(leaf, t, fast_path="eager")
+    loss.backward(retain_graph=True)
+    first = leaf.grad.clone()
+    loss.backward(retain_graph=True)  # accumulates into leaf.grad
+    assert torch.equal(leaf.grad, 2 * first)
+    assert torch.equal(torch.autograd.grad(loss, leaf, retain_graph=True)[0], first)
+    assert torch.equal(torch.autograd.grad(3 * loss, leaf)[0], 3 * first)  # a non-unit upstream still scales
+    shared = x.clone().requires_grad_()
+    hidden = shared * 1.0  # one tensor into two losses: autograd sums the two saved gradients
+    (asymmetric_loss(hidden, t, fast_path="eager") + asymmetric_loss(hidden, t, fast_path="eager")).backward()
+    assert torch.equal(shared.grad, 2 * first)

@@ -32,7 +32,7 @@ from lit_imbalance.losses import (
     sigmoid_focal_loss,
     softmax_focal_loss,
 )
-from lit_imbalance.losses.ohem import kth_largest
+from lit_imbalance.losses.ohem import kth_largest, partitioned_kth_largest
 
 CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
 CATALOGUE = [
@@ -323,19 +323,22 @@ def mmdet_ghmc(x: torch.Tensor, t: torch.Tensor, bins: int) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(x, t, weights, reduction="sum") / tot
 
 
-def test_ghm_matches_mmdetection() -> None:
+@pytest.mark.parametrize("fast_path", ["reference", "eager"])
+def test_ghm_matches_mmdetection(fast_path: str) -> None:
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(20, 5, generator=generator, dtype=torch.float64) * 3
     t = (torch.rand(20, 5, generator=generator) < 0.2).double()
-    assert GHMCLoss(bins=10)(x, t).item() == pytest.approx(mmdet_ghmc(x, t, 10).item(), rel=1e-10)
-    assert GHMCLoss(bins=3)(x, t).item() == pytest.approx(mmdet_ghmc(x, t, 3).item(), rel=1e-10)
+    for bins in (10, 3):
+        got = GHMCLoss(bins=bins, fast_path=fast_path)(x, t)
+        assert got.item() == pytest.approx(mmdet_ghmc(x, t, bins).item(), rel=1e-10)
 
 
-def test_ghm_moving_average_updates_only_in_training() -> None:
+@pytest.mark.parametrize("fast_path", ["reference", "eager"])
+def test_ghm_moving_average_updates_only_in_training(fast_path: str) -> None:
     generator = torch.Generator().manual_seed(5)
     x1, x2 = (torch.randn(30, 4, generator=generator, dtype=torch.float64) * 3 for _ in range(2))
     t = (torch.rand(30, 4, generator=generator) < 0.3).double()
-    loss = GHMCLoss(bins=4, momentum=0.5).double()
+    loss = GHMCLoss(bins=4, momentum=0.5, fast_path=fast_path).double()
 
     def fractions(x: torch.Tensor) -> torch.Tensor:
         index = ((x.sigmoid() - t).abs() * 4).long().clamp(max=3)
@@ -352,7 +355,8 @@ def test_ghm_moving_average_updates_only_in_training() -> None:
     torch.testing.assert_close(loss.bin_fractions, expected)
 
 
-def test_ohem_keeps_positives_and_the_hardest_negatives() -> None:
+@pytest.mark.parametrize("fast_path", ["reference", "eager"])
+def test_ohem_keeps_positives_and_the_hardest_negatives(fast_path: str) -> None:
     generator = torch.Generator().manual_seed(6)
     x = torch.randn(8, 5, generator=generator, dtype=torch.float64) * 2
     y = torch.randint(0, 5, (8,), generator=generator)
@@ -361,13 +365,15 @@ def test_ohem_keeps_positives_and_the_hardest_negatives() -> None:
     positives = t.flatten() > 0
     negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
     kept = bce[positives].tolist() + negatives
-    assert OHEMLoss()(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
+    assert OHEMLoss(fast_path=fast_path)(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
     top = sorted(bce.tolist(), reverse=True)[:7]
-    assert OHEMLoss(top_k=7)(x, y).item() == pytest.approx(sum(top) / 7, rel=1e-10)
-    assert OHEMLoss(reduction="positives")(x, y).item() == pytest.approx(sum(kept) / 8, rel=1e-10)
+    assert OHEMLoss(top_k=7, fast_path=fast_path)(x, y).item() == pytest.approx(sum(top) / 7, rel=1e-10)
+    positives_mean = OHEMLoss(reduction="positives", fast_path=fast_path)(x, y)
+    assert positives_mean.item() == pytest.approx(sum(kept) / 8, rel=1e-10)
 
 
-def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignored_rows() -> None:
+@pytest.mark.parametrize("fast_path", ["reference", "eager"])
+def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignored_rows(fast_path: str) -> None:
     """The ratio mode ranks negatives by their logits: the same choice as ranking by BCE, at scale."""
     generator = torch.Generator().manual_seed(7)
     x = torch.randn(400, 30, generator=generator, dtype=torch.float64) * 3
@@ -377,7 +383,7 @@ def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignore
     positives = t.flatten() > 0
     negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
     kept = bce[positives].tolist() + negatives
-    assert OHEMLoss()(x, t).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
+    assert OHEMLoss(fast_path=fast_path)(x, t).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
     # Class-index targets with ignored rows: those rows are neither positives nor negatives.
     y = torch.randint(0, 30, (400,), generator=generator)
     y[::7] = -100
@@ -386,7 +392,7 @@ def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignore
     positives = one_hot(y[counted], 30).flatten() > 0
     negatives = sorted(bce[~positives].tolist(), reverse=True)[: int(3 * positives.sum())]
     kept = bce[positives].tolist() + negatives
-    assert OHEMLoss()(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
+    assert OHEMLoss(fast_path=fast_path)(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
@@ -397,6 +403,8 @@ def test_kth_largest_matches_a_sort_with_ties(dtype: torch.dtype) -> None:
     descending = values.sort(descending=True).values
     for k in (1, 17, 2_500, 4_900, 5_000):
         assert kth_largest(values, k).item() == descending[k - 1].item()
+        threshold, ties_past_k = partitioned_kth_largest(values, k)
+        assert ties_past_k == int((descending[k:] == threshold).sum())
     with pytest.raises(ValueError, match=r"`k` to be an int in 1\.\.5000, but got 0"):
         kth_largest(values, 0)
 

@@ -148,13 +148,25 @@ def test_ghm_and_ohem_never_read_tensor_values_on_the_host(monkeypatch: pytest.M
     def refuse(*args, **kwargs):
         raise AssertionError("host synchronisation")
 
+    original_item = torch.Tensor.item
+    items_read: list[tuple[int, str]] = []
+
+    def record_item(tensor: torch.Tensor):
+        items_read.append((tensor.ndim, tensor.device.type))
+        return original_item(tensor)
+
     for method in ("item", "tolist", "__bool__", "__int__", "__float__", "nonzero"):
         monkeypatch.setattr(torch.Tensor, method, refuse)
-    for loss in losses_to_check:
-        loss(x, t).backward()
+    values = [loss(x, t) for loss in losses_to_check]
     # OHEM's ratio mode reads the count on the CPU only; its accelerator path is the sort.
     hard_examples(x.detach(), t, None, 3.0, None, sync_free=True)
+    # Backward: the closed-form kernels' backward reads its 0-d upstream gradient on the CPU only (to
+    # skip multiplying by 1); anywhere else it multiplies.
+    monkeypatch.setattr(torch.Tensor, "item", record_item)
+    for value in values:
+        value.backward()
     monkeypatch.undo()
+    assert set(items_read) <= {(0, "cpu")}
     assert torch.isfinite(x.grad).all()
 
 
