@@ -474,6 +474,32 @@ def test_class_balanced_sigmoid_weights_each_sample_by_its_class(reduction: str,
     torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(expected.sum(), x)[0])
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none", "positives"])
+@pytest.mark.parametrize("num_samples", [16, 1 << 12], ids=["BCE's kernel", "compiled kernel, 2^20 elements"])
+def test_class_balanced_sigmoid_weights_multi_hot_rows_by_their_classes(num_samples: int, reduction: str) -> None:
+    """Same-shape (multi-hot) targets: a row weighs the sum of its classes' weights, on either path."""
+    generator = torch.Generator().manual_seed(9)
+    num_classes = 256
+    x = torch.randn(num_samples, num_classes, generator=generator) * 3
+    t = (torch.rand(num_samples, num_classes, generator=generator) < 0.02).float()
+    counts = torch.logspace(3, 0, num_classes).round().long().tolist()
+    effective = (1 - 0.999) / (1 - 0.999 ** torch.tensor(counts, dtype=torch.float64))  # Cui et al.'s 1 / E_n
+    weight = effective / effective.sum() * num_classes  # summing to C
+    row_weight = (t.double() * weight).sum(1, keepdim=True)
+    leaf64 = x.double().requires_grad_()
+    per_element = F.binary_cross_entropy_with_logits(leaf64, t.double(), reduction="none") * row_weight
+    expected = {"none": per_element, "mean": per_element.mean(),
+                "positives": per_element.sum() / t.sum().clamp_min(1)}[reduction]
+    leaf = x.clone().requires_grad_()
+    got = ClassBalancedLoss(counts, beta=0.999, base="sigmoid", reduction=reduction)(leaf, t)
+    upstream = torch.rand(got.shape, generator=generator)
+    (got * upstream).sum().backward()
+    (expected * upstream.double()).sum().backward()
+    # Relative to the largest entry: float32 BCE (torch's own too) is off by up to 1% on losses near 1e-5.
+    for fp32, fp64 in ((got.detach(), expected.detach()), (leaf.grad, leaf64.grad)):
+        assert (fp32.double() - fp64).abs().max() <= 1e-6 * fp64.abs().max()
+
+
 # --- reductions, ignore_index, segmentation shapes -----------------------------------------
 
 

@@ -45,10 +45,15 @@ def reduction_extras(reduction: str, logits: Tensor, valid: Tensor | None,
     ``scale`` is ``None`` for ``reduction="none"`` (the kernel then returns element-wise losses).
     """
     element_weight = None if valid is None else valid.to(logits.dtype)
+    return element_weight, reduction_scale(reduction, logits, valid, targets)
+
+
+def reduction_scale(reduction: str, logits: Tensor, valid: Tensor | None, targets: Tensor) -> Tensor | None:
+    """1 / the reduction's denominator as a 0-d tensor (``None`` for ``reduction="none"``); see ``denominator``."""
     if reduction == "none":
-        return element_weight, None
+        return None
     total = denominator(reduction, logits, valid, targets=targets)
-    return element_weight, 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
+    return 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
 
 
 def summed_and_scaled(loss: Tensor, grad: Tensor, scale: Tensor | None) -> tuple[Tensor, Tensor]:

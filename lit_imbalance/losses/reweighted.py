@@ -29,6 +29,7 @@ from lit_imbalance.losses._common import (
     reduce_loss,
     weighted_bce,
 )
+from lit_imbalance.losses._closed_form import ClosedFormLoss, bce_kernel, reduction_scale, should_compile
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses.focal import _sigmoid_focal, _softmax_focal
 from lit_imbalance.weights import NORMALIZATIONS, WEIGHT_SCHEMES, class_weights
@@ -437,10 +438,17 @@ def _class_balanced(
     if target.shape != logits.shape and logits.shape[1] > 1:
         # Class indices: a sample's weight is its class's, one gather instead of a pass over the one-hot.
         row_weight = weight.to(logits)[target.clamp(0, logits.shape[1] - 1)].unsqueeze(1)
+    elif targets.ndim == 2:
+        row_weight = (targets @ weight.to(targets)).unsqueeze(1)  # one matrix-vector pass over the targets
     else:
         row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
     if base == "sigmoid":
-        return weighted_bce(logits, targets, row_weight if valid is None else row_weight * valid, reduction, valid)
+        element_weight = row_weight if valid is None else row_weight * valid
+        if should_compile("auto", logits) and not targets.requires_grad:
+            # BCE and its gradient in one compiled pass, the row weight broadcast inside it.
+            return ClosedFormLoss.apply(bce_kernel, True, logits, targets, (), element_weight,
+                                        reduction_scale(reduction, logits, valid, targets))
+        return weighted_bce(logits, targets, element_weight, reduction, valid)
     loss = _sigmoid_focal(logits, targets, None, None, gamma, None, "none")
     return reduce_loss(mask(loss * row_weight, valid), reduction, valid, targets=targets)
 
