@@ -8,6 +8,7 @@ are chosen so that a correct sampler would fail them with probability below
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from lit_imbalance.sampling import (
     resampling_targets,
 )
 from lit_imbalance.sampling import base as sampling_base
+from lit_imbalance.sampling.weighted import alias_table
 from lit_imbalance.weights import class_weights
 from tests.conftest import ROOT, compose_train, run_train_py
 
@@ -77,6 +79,30 @@ def test_weighted_class_frequencies_match_the_shared_class_weights(scheme: str) 
     share = weights * torch.tensor(COUNTS) / (weights * torch.tensor(COUNTS)).sum()
     torch.testing.assert_close(sampler.expected_class_counts, 200_000 * share)
     observed = np.bincount(LABELS[draw(sampler)].numpy(), minlength=5)
+    assert_chi_square_fits(observed, sampler.expected_class_counts.numpy())
+
+
+@pytest.mark.parametrize("mass", [
+    np.array([5.0]),
+    np.array([1.0, 1.0, 1.0]),
+    np.array([3.0, 1.0, 0.0, 4.0]),
+    np.logspace(4, 0, 1000) * (np.arange(1000) % 9 != 0),  # a long tail with empty classes
+    np.r_[1e12, np.ones(50)],  # one class holds all but 5e-11 of the mass
+], ids=["one class", "equal", "small", "1000 classes", "extreme"])
+def test_alias_table_draws_each_class_by_its_mass(mass: np.ndarray) -> None:
+    keep_own, alias = alias_table(mass)
+    # P(j) = (keep_own[j] + sum over the columns aliased to j of 1 - keep_own[k]) / C
+    probability = keep_own.copy()
+    np.add.at(probability, alias, 1.0 - keep_own)
+    np.testing.assert_allclose(probability / mass.size, mass / mass.sum(), rtol=1e-9, atol=1e-15)
+    assert not np.any(np.isin(np.flatnonzero(mass == 0), alias[keep_own < 1]))  # never an alias either
+    assert np.all(keep_own[mass == 0] == 0)
+
+
+def test_weighted_inverse_with_many_classes_fits_its_expected_counts() -> None:
+    labels = torch.from_numpy(np.random.default_rng(4).zipf(1.3, 60_000) % 300)
+    sampler = WeightedSampler(labels, "sqrt", num_samples=300_000, seed=5)
+    observed = np.bincount(labels[draw(sampler)].numpy(), minlength=int(labels.max()) + 1)
     assert_chi_square_fits(observed, sampler.expected_class_counts.numpy())
 
 
@@ -490,3 +516,16 @@ def test_train_py_with_class_aware_sampler_on_two_ddp_processes(tmp_path: Path) 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_bucket_shuffle_makes_every_permutation_equally_likely(monkeypatch) -> None:
+    """The large-epoch shuffle, run on 5 entries: all 120 orders, each about as often (chi-square)."""
+    monkeypatch.setattr(sampling_base, "BUCKET_SHUFFLE_MIN", 0)
+    monkeypatch.setattr(sampling_base, "SHUFFLE_BUCKETS", 3)
+    rng = np.random.default_rng(11)
+    orders = list(itertools.permutations(range(5)))
+    position = {order: index for index, order in enumerate(orders)}
+    observed = np.zeros(len(orders))
+    for _ in range(36_000):
+        observed[position[tuple(sampling_base.shuffle(rng, np.arange(5, dtype=np.int32)).tolist())]] += 1
+    assert_chi_square_fits(observed, np.full(len(orders), 36_000 / len(orders)))

@@ -23,6 +23,7 @@ from lit_imbalance.sampling.base import (
     class_sorted_index,
     index_dtype,
     resolve_labels,
+    shuffle,
     stream,
 )
 from lit_imbalance.sampling.strategy import Kind, SamplingStrategy, resampling_targets
@@ -95,9 +96,7 @@ class QuotaSampler(EpochSampler):
             if take:
                 positions[start : start + take] = offset + self._partial_pass(rng, epoch, int(cls), size, partial, take)
                 start += take
-        indices = self._sorted[positions]
-        rng.shuffle(indices)
-        return indices
+        return shuffle(rng, self._sorted[positions])
 
     def _partial_pass(
         self, rng: np.random.Generator, epoch: int, cls: int, size: int, partial: int, take: int
