@@ -85,8 +85,10 @@ def asymmetric_loss(
     # elements on 2 CPU cores), so "auto" keeps the formula until the compiled kernel pays.
     if (compile_kernel or fast_path == "eager") and not targets.requires_grad:
         element_weight, scale = reduction_extras(reduction, logits, valid, targets)
-        return ClosedFormLoss.apply(_asymmetric_kernel, compile_kernel, logits, targets,
-                                    (gamma_pos, gamma_neg, clip), element_weight, scale)
+        # A zero leaves its terms out of the kernel (its own graph), which the default gamma_pos = 0 uses.
+        scalars = tuple(value or None for value in (gamma_pos, gamma_neg, clip))
+        return ClosedFormLoss.apply(_asymmetric_kernel, compile_kernel, logits, targets, scalars, element_weight,
+                                    scale)
     return reduce_loss(mask(_asymmetric_reference(logits, targets, gamma_pos, gamma_neg, clip), valid),
                        reduction, valid, targets=targets)
 
@@ -108,7 +110,7 @@ def _asymmetric_reference(logits: Tensor, targets: Tensor, gamma_pos: float, gam
 def _asymmetric_kernel(
     x: Tensor,
     t: Tensor,
-    scalars: tuple[float | Tensor, float | Tensor, float | Tensor],
+    scalars: tuple[float | Tensor | None, float | Tensor | None, float | Tensor | None],
     element_weight: Tensor | None,
     scale: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
@@ -119,7 +121,8 @@ def _asymmetric_kernel(
     :math:`p_m > 0`, :math:`\partial_x[-p_m^{\gamma_-}\log(1 - p_m)] = p\,\frac{q}{1 - p_m}\,p_m^{\gamma_-}
     - \gamma_- p_m^{\gamma_- - 1}\log(1 - p_m)\,p q`. Without a clip :math:`q / (1 - p_m) = 1`
     exactly, so a confidently wrong negative (:math:`q` underflowing to 0) keeps its gradient of 1.
-    ``scalars`` is ``(gamma_pos, gamma_neg, clip)``: 0-d tensors when compiled.
+    ``scalars`` is ``(gamma_pos, gamma_neg, clip)``: 0-d tensors when compiled, and ``None`` for
+    a zero, whose terms are then left out of the graph (Dynamo guards on ``None`` exactly).
     """
     gamma_pos, gamma_neg, clip = scalars
     # Powers as exp(gamma * log): the logs are needed anyway, so each power costs one exp, not a pow.
@@ -127,21 +130,32 @@ def _asymmetric_kernel(
     p = log_p.exp()
     q = 1 - p
     log_q = log_p - x  # log(1 - sigmoid(x)) == logsigmoid(-x), finite where q underflows
-    positive_factor = torch.exp(gamma_pos * log_q)  # q^gamma_pos
-    positive_loss = -positive_factor * log_p
-    positive_grad = positive_factor * (gamma_pos * p * log_p - q)
-    shifted = (p - clip).clamp_min(0.0)
+    if gamma_pos is None:
+        positive_loss, positive_grad = -log_p, -q
+    else:
+        positive_factor = torch.exp(gamma_pos * log_q)  # q^gamma_pos
+        positive_loss = -positive_factor * log_p
+        positive_grad = positive_factor * (gamma_pos * p * log_p - q)
+    if clip is None:
+        shifted, log_one_minus_shifted, log_shifted = p, log_q, log_p
+        q_over_one_minus_shifted = None  # exactly 1
+    else:
+        shifted = (p - clip).clamp_min(0.0)
+        log_one_minus_shifted = torch.log1p(-shifted)  # 1 - p_m >= clip > 0
+        q_over_one_minus_shifted = q / (1 - shifted)
+        log_shifted = torch.log(shifted)
     active = shifted > 0
-    clipped = torch.as_tensor(clip > 0)
-    log_one_minus_shifted = torch.where(clipped, torch.log1p(-shifted), log_q)  # 1 - p_m >= clip > 0
-    q_over_one_minus_shifted = torch.where(clipped, q / (1 - shifted), 1.0)
-    log_shifted = torch.where(clipped, torch.log(shifted), log_p)
-    # p_m^gamma_neg, and gamma_neg * p_m^(gamma_neg - 1) = gamma_neg * p_m^gamma_neg / p_m: zero where p_m = 0.
-    negative_factor = torch.where(active, torch.exp(gamma_neg * log_shifted), 0.0)
-    focal_slope = torch.where(active, gamma_neg * negative_factor / shifted, 0.0)
-    negative_loss = -negative_factor * log_one_minus_shifted
-    negative_grad = torch.where(active, p * (q_over_one_minus_shifted * negative_factor
-                                             - focal_slope * log_one_minus_shifted * q), 0.0)
+    if gamma_neg is None:  # p_m^0 = 1 where p_m > 0; the loss there is -log(1 - p_m)
+        negative_loss = torch.where(active, -log_one_minus_shifted, 0.0)
+        negative_grad = torch.where(active, p if q_over_one_minus_shifted is None else p * q_over_one_minus_shifted,
+                                    0.0)
+    else:
+        # p_m^gamma_neg, and gamma_neg * p_m^(gamma_neg - 1) = gamma_neg * p_m^gamma_neg / p_m: zero where p_m = 0.
+        negative_factor = torch.where(active, torch.exp(gamma_neg * log_shifted), 0.0)
+        focal_slope = torch.where(active, gamma_neg * negative_factor / shifted, 0.0)
+        negative_loss = -negative_factor * log_one_minus_shifted
+        own = negative_factor if q_over_one_minus_shifted is None else q_over_one_minus_shifted * negative_factor
+        negative_grad = torch.where(active, p * (own - focal_slope * log_one_minus_shifted * q), 0.0)
     loss = torch.lerp(negative_loss, positive_loss, t)  # t * positive + (1 - t) * negative
     grad = torch.lerp(negative_grad, positive_grad, t)
     if element_weight is not None:
