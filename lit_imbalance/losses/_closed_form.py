@@ -73,8 +73,9 @@ def bce_kernel(x: Tensor, t: Tensor, scalars: Sequence[Tensor | float | None], e
     :math:`\max(x, 0) - x t + \log(1 + e^{-|x|})` is BCE in log space, finite for any
     logit; it is the ending of the kernels that re-weight BCE (GHM-C, OHEM).
     """
-    loss = x.clamp_min(0) - x * t + torch.log1p(torch.exp(-x.abs()))
-    grad = torch.sigmoid(x) - t
+    decay = torch.exp(-x.abs())  # in (0, 1]: no overflow, and shared by the loss and sigmoid(x)
+    loss = x.clamp_min(0) - x * t + torch.log1p(decay)
+    grad = torch.where(x >= 0, 1.0, decay) / (1 + decay) - t  # sigmoid(x) from e^-|x|, one exp for both
     if element_weight is not None:
         loss, grad = loss * element_weight, grad * element_weight
     return summed_and_scaled(loss, grad, scale)
