@@ -92,10 +92,12 @@ def shuffle(rng: np.random.Generator, indices: np.ndarray) -> np.ndarray:
     Fisher-Yates over an array larger than the caches waits on memory at every
     swap (measured 149 to 346 ms for 5M int32 on 2 cores). From
     ``BUCKET_SHUFFLE_MIN`` entries, each entry instead goes to one of
-    ``SHUFFLE_BUCKETS`` buckets uniformly at random (one stable radix sort of the
-    bucket numbers), and each bucket, which fits in cache, is shuffled in place:
-    i.i.d. uniform buckets and uniform orders within them make every permutation
-    equally likely (Sanders, 1998), at about half the time.
+    ``SHUFFLE_BUCKETS`` buckets uniformly at random, and each bucket, which fits
+    in cache, is shuffled in place: i.i.d. uniform buckets and uniform orders
+    within them make every permutation equally likely (Sanders, 1998), at about
+    half the time. Entries reach their buckets one ``BLOCK`` at a time (a stable
+    radix sort of its bucket numbers), so the extra memory is one copy of
+    ``indices`` and a byte per entry.
 
     Example:
         >>> sorted(shuffle(np.random.default_rng(0), np.arange(5)).tolist())
@@ -105,11 +107,20 @@ def shuffle(rng: np.random.Generator, indices: np.ndarray) -> np.ndarray:
         rng.shuffle(indices)
         return indices
     bucket = rng.integers(0, SHUFFLE_BUCKETS, indices.size, dtype=np.uint8)
-    shuffled = indices[np.argsort(bucket, kind="stable")]
-    start = 0
-    for count in np.bincount(bucket, minlength=SHUFFLE_BUCKETS).tolist():
+    counts = np.bincount(bucket, minlength=SHUFFLE_BUCKETS)
+    starts = (np.cumsum(counts) - counts).tolist()
+    filled = list(starts)
+    shuffled = np.empty_like(indices)
+    for begin in range(0, indices.size, BLOCK):
+        block_bucket = bucket[begin : begin + BLOCK]
+        grouped = indices[begin : begin + BLOCK][np.argsort(block_bucket, kind="stable")]
+        offset = 0
+        for number, count in enumerate(np.bincount(block_bucket, minlength=SHUFFLE_BUCKETS).tolist()):
+            shuffled[filled[number] : filled[number] + count] = grouped[offset : offset + count]
+            filled[number] += count
+            offset += count
+    for start, count in zip(starts, counts.tolist()):
         rng.shuffle(shuffled[start : start + count])  # a view: shuffled in place
-        start += count
     return shuffled
 
 
