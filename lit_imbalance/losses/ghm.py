@@ -58,11 +58,12 @@ def ghmc_loss(
         ignore_index: class index whose rows are ignored (class-index targets only).
         reduction: ``"mean"`` (over the elements that count, as in the paper),
             ``"sum"``, ``"none"`` or ``"positives"``.
-        fast_path: ``"auto"`` (from ``COMPILE_MIN_ELEMENTS`` elements the bin index, then
+        fast_path: ``"auto"`` (from ``COMPILE_MIN_ELEMENTS`` elements the bin counts, then
             the weighted loss and its closed-form gradient, in two compiled passes; below
             that BCE's own weighted kernel), ``"compiled"``, ``"eager"`` (the closed-form
-            kernel uncompiled) or ``"reference"`` (BCE's weighted kernel; also what targets
-            that require grad get). All give the same values up to rounding.
+            kernels uncompiled) or ``"reference"`` (BCE's weighted kernel; also what targets
+            that require grad, and more than ``MAX_FAST_PATH_BINS`` bins, get). All give the
+            same values up to rounding.
 
     Example:
         >>> logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])

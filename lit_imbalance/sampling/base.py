@@ -94,8 +94,9 @@ def shuffle(rng: np.random.Generator, indices: np.ndarray) -> np.ndarray:
     ``BUCKET_SHUFFLE_MIN`` entries, each entry instead goes to one of
     ``SHUFFLE_BUCKETS`` buckets uniformly at random, and each bucket, which fits
     in cache, is shuffled in place: i.i.d. uniform buckets and uniform orders
-    within them make every permutation equally likely (Sanders, 1998), at about
-    half the time. Entries reach their buckets one ``BLOCK`` at a time (a stable
+    within them make every permutation equally likely (Sanders, 1998). Measured
+    283 against 486 ms on 10M int32, 3.9 against 5.6 s on 100M, about the same on
+    5M. Entries reach their buckets one ``BLOCK`` at a time (a stable
     radix sort of its bucket numbers), so the extra memory is one copy of
     ``indices`` and a byte per entry.
 
