@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import read_write
 
 from lit_imbalance import _compat
+from lit_imbalance._checks import fail
 from lit_imbalance.runtime import in_multirun
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ DDP_ENV_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_
 SWEEP_ONLY_OVERRIDES = ("hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher",
                         "hydra/launcher", "hydra.run", "hydra.job.name", "hydra.output_subdir")
 CHILD_EXIT_TIMEOUT_S = 60.0
+# Hydra's own launcher runs each job in the process that the command line started.
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 @contextmanager
@@ -46,6 +49,8 @@ def ddp_job_scope(trainer: L.Trainer) -> Iterator[None]:
     Outside a multirun, with another launcher (``ddp_spawn``, one device) or
     when the processes are started externally (torchrun, SLURM), it does nothing.
     """
+    if in_multirun():
+        check_launcher_starts_ranks(trainer)
     # Under torchrun or SLURM every rank runs the sweep itself, in step: nothing to re-launch.
     if not (in_multirun() and _compat.script_relaunches(trainer)):
         yield
@@ -77,6 +82,27 @@ def ddp_job_scope(trainer: L.Trainer) -> Iterator[None]:
         sys.argv = saved_argv
         with read_write(hydra.run):
             hydra.run.dir = saved_run_dir
+
+
+def check_launcher_starts_ranks(trainer: L.Trainer) -> None:
+    """Refuse, before training, DDP ranks that this multirun job's launcher cannot start.
+
+    * A joblib (loky) worker starts no ranks at all: ``strategy=ddp`` re-runs the
+      worker's command line, which is loky's, and ``ddp_spawn``'s children die on
+      loky's start method (both seen: the jobs failed without a metrics.json).
+    * Other launchers (submitit) run the job from their own command line too, so
+      ``ddp`` cannot re-run it; ``ddp_spawn`` works there, and SLURM tasks
+      (``tasks_per_node`` = devices) start every rank themselves.
+    """
+    launcher = str(HydraConfig.get().launcher.get("_target_", BASIC_LAUNCHER))
+    if launcher == BASIC_LAUNCHER:
+        return
+    if launcher.endswith("JoblibLauncher") and trainer.world_size > 1:
+        fail("trainer.devices", "1 under hydra/launcher=joblib, whose worker processes cannot start DDP ranks "
+             "(sweep DDP jobs with the basic launcher, or submitit with strategy=ddp_spawn)", trainer.num_devices)
+    if _compat.script_relaunches(trainer):
+        fail("strategy", f"ddp_spawn under {launcher.rsplit('.', 1)[-1]}, whose jobs do not run from the command "
+             "line that strategy=ddp re-runs for ranks > 0", "ddp")
 
 
 def _reap(trainer: L.Trainer) -> None:

@@ -259,6 +259,39 @@ def test_submitit_local_sweep_is_summarised(tmp_path: Path) -> None:
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 2
 
 
+DDP_ON_CPU = ("trainer.devices=2", "trainer.accelerator=cpu", "logger=none")
+
+
+@pytest.mark.skipif(not HAS_SUBMITIT, reason='the submitit launcher is an extra: pip install -e ".[sweep]"')
+def test_submitit_local_runs_ddp_spawn_jobs_and_refuses_ddp_before_training(tmp_path: Path) -> None:
+    """``ddp_spawn`` ranks start inside a submitit job; ``ddp`` would re-run submitit's command line."""
+    result, sweep_dir = run_default_sweep("hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                                          "strategy=ddp_spawn,ddp", *DDP_ON_CPU, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = {row["strategy"]: row for row in read_summary(sweep_dir)}
+    spawned = job_metrics(sweep_dir, rows["ddp_spawn"])
+    assert rows["ddp_spawn"]["status"] == spawned["status"] == "finished"
+    assert sum(spawned[f"test/support/{c}"] for c in range(10)) == 500  # both ranks' test shards counted
+    assert rows["ddp"]["status"] == "failed" and rows["ddp"]["error"] == (
+        "ValueError: Expected argument `strategy` to be ddp_spawn under LocalLauncher, whose jobs do not run from "
+        "the command line that strategy=ddp re-runs for ranks > 0, but got 'ddp'.")
+    assert not list((sweep_dir / str(rows["ddp"]["job"])).rglob("*.ckpt"))  # refused before training
+
+
+@pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
+def test_joblib_refuses_ddp_jobs_before_training_with_the_key_and_value(tmp_path: Path) -> None:
+    result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                          "strategy=ddp,ddp_spawn", *DDP_ON_CPU, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = read_summary(sweep_dir)
+    assert sorted(row["strategy"] for row in rows) == ["ddp", "ddp_spawn"]
+    for row in rows:
+        assert row["status"] == "failed" and row["error"].startswith(
+            "ValueError: Expected argument `trainer.devices` to be 1 under hydra/launcher=joblib")
+        assert row["error"].endswith("but got 2.")
+        assert not list((sweep_dir / str(row["job"])).rglob("*.ckpt"))
+
+
 @pytest.mark.skipif(not HAS_OPTUNA, reason='the Optuna sweeper is an extra: pip install -e ".[sweep]"')
 @pytest.mark.skipif(not HAS_FOCAL, reason="hparams_search=focal_optuna needs loss=focal (conf/loss/focal.yaml)")
 def test_optuna_searches_alpha_and_gamma_and_maximises_the_returned_objective(tmp_path: Path) -> None:
