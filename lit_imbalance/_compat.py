@@ -11,6 +11,7 @@ import subprocess
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher  # private: the `ddp_spawn` launcher
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher  # private: the `ddp` re-launcher
 from torch.utils.data import Dataset
 
@@ -39,6 +40,14 @@ def script_relaunches(trainer: L.Trainer) -> bool:
     """
     launcher = getattr(trainer.strategy, "launcher", None)
     return isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
+
+
+def spawns_processes(trainer: L.Trainer) -> bool:
+    """Whether the trainer's strategy starts its ranks with ``multiprocessing`` (``ddp_spawn``), even one.
+
+    Why private: as for :func:`script_relaunches`, the launcher class is the only sign of it.
+    """
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
 
 
 def take_relaunched_children(trainer: L.Trainer) -> list[subprocess.Popen]:

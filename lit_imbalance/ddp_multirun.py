@@ -97,10 +97,11 @@ def check_launcher_starts_ranks(trainer: L.Trainer) -> None:
     launcher = str(HydraConfig.get().launcher.get("_target_", BASIC_LAUNCHER))
     if launcher == BASIC_LAUNCHER:
         return
-    if launcher.endswith("JoblibLauncher") and trainer.world_size > 1:
+    # ddp_spawn starts a process even for one device; ddp with one device starts none.
+    if launcher.endswith("JoblibLauncher") and (trainer.world_size > 1 or _compat.spawns_processes(trainer)):
         fail("trainer.devices", "1 under hydra/launcher=joblib, whose worker processes cannot start DDP ranks "
              "(sweep DDP jobs with the basic launcher, or submitit with strategy=ddp_spawn)", trainer.num_devices)
-    if _compat.script_relaunches(trainer):
+    if _compat.script_relaunches(trainer) and trainer.world_size > 1:
         fail("strategy", f"ddp_spawn under {launcher.rsplit('.', 1)[-1]}, whose jobs do not run from the command "
              "line that strategy=ddp re-runs for ranks > 0", "ddp")
 

@@ -58,6 +58,14 @@ def test_script_launcher_keeps_its_children_in_procs() -> None:
 def test_spawn_does_not_count_as_a_script_relaunch(strategy: str) -> None:
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False)
     assert not _compat.script_relaunches(trainer)
+    assert _compat.spawns_processes(trainer)
+
+
+@pytest.mark.parametrize(("strategy", "devices", "spawns"), [("ddp_spawn", 1, True), ("ddp", 2, False),
+                                                             ("auto", 1, False)])
+def test_spawns_processes_is_the_multiprocessing_launcher(strategy: str, devices: int, spawns: bool) -> None:
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
+    assert _compat.spawns_processes(trainer) is spawns
 
 
 def test_calibration_samples_are_the_states_torchmetrics_accumulates() -> None:

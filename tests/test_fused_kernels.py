@@ -421,7 +421,12 @@ def test_closed_form_backward_keeps_its_gradient_across_retained_graphs() -> Non
     loss.backward(retain_graph=True)  # accumulates into leaf.grad
     assert torch.equal(leaf.grad, 2 * first)
     assert torch.equal(torch.autograd.grad(loss, leaf, retain_graph=True)[0], first)
-    assert torch.equal(torch.autograd.grad(3 * loss, leaf)[0], 3 * first)  # a non-unit upstream still scales
+    assert torch.equal(torch.autograd.grad(3 * loss, leaf, retain_graph=True)[0], 3 * first)  # a non-unit upstream
+    # Changing autograd.grad's result in place, then backpropagating again: autograd's error, not a wrong gradient.
+    returned = torch.autograd.grad(loss, leaf, retain_graph=True)[0]
+    returned.clamp_(-0.01, 0.01)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, leaf)
     shared = x.clone().requires_grad_()
     hidden = shared * 1.0  # one tensor into two losses: autograd sums the two saved gradients
     (asymmetric_loss(hidden, t, fast_path="eager") + asymmetric_loss(hidden, t, fast_path="eager")).backward()

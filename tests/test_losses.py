@@ -395,6 +395,18 @@ def test_ohem_ranks_negatives_by_logit_as_by_loss_with_soft_positives_and_ignore
     assert OHEMLoss(fast_path=fast_path)(x, y).item() == pytest.approx(sum(kept) / len(kept), rel=1e-10)
 
 
+@pytest.mark.parametrize("fast_path", ["reference", "eager"])
+def test_ohem_on_an_empty_batch_and_with_ignored_rows_at_a_minus_inf_threshold(fast_path: str) -> None:
+    empty = torch.randn(0, 3, requires_grad=True)
+    value = OHEMLoss(fast_path=fast_path)(empty, torch.zeros(0, dtype=torch.long))
+    assert value.item() == 0.0
+    # A negative at -inf makes the threshold -inf, where the masked-out entries are -inf too: the
+    # ignored row must stay out of the tie that decides which negatives are kept.
+    x = torch.tensor([[5.0, 5.0, 5.0], [1.0, 2.0, -torch.inf]], requires_grad=True)
+    (grad,) = torch.autograd.grad(OHEMLoss(neg_pos_ratio=2.0, fast_path=fast_path)(x, torch.tensor([-100, 0])), x)
+    assert torch.equal(grad[0], torch.zeros(3))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_kth_largest_matches_a_sort_with_ties(dtype: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(8)

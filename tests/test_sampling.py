@@ -88,7 +88,8 @@ def test_weighted_class_frequencies_match_the_shared_class_weights(scheme: str) 
     np.array([3.0, 1.0, 0.0, 4.0]),
     np.logspace(4, 0, 1000) * (np.arange(1000) % 9 != 0),  # a long tail with empty classes
     np.r_[1e12, np.ones(50)],  # one class holds all but 5e-11 of the mass
-], ids=["one class", "equal", "small", "1000 classes", "extreme"])
+    np.array([0.0, 1e-320, 0.0]),  # a subnormal total: C / total would overflow
+], ids=["one class", "equal", "small", "1000 classes", "extreme", "subnormal"])
 def test_alias_table_draws_each_class_by_its_mass(mass: np.ndarray) -> None:
     keep_own, alias = alias_table(mass)
     # P(j) = (keep_own[j] + sum over the columns aliased to j of 1 - keep_own[k]) / C

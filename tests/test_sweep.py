@@ -281,14 +281,19 @@ def test_submitit_local_runs_ddp_spawn_jobs_and_refuses_ddp_before_training(tmp_
 @pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
 def test_joblib_refuses_ddp_jobs_before_training_with_the_key_and_value(tmp_path: Path) -> None:
     result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                          "strategy=ddp,ddp_spawn", *DDP_ON_CPU, cwd=tmp_path)
+                                          "strategy=ddp,ddp_spawn", *DDP_ON_CPU, "trainer.devices=2,1", cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     rows = read_summary(sweep_dir)
-    assert sorted(row["strategy"] for row in rows) == ["ddp", "ddp_spawn"]
+    # ddp on one device starts no process: it runs; ddp_spawn starts one even then: refused.
+    (one_device_ddp,) = [row for row in rows if row["trainer.devices"] == 1 and row["strategy"] == "ddp"]
+    assert one_device_ddp["status"] == "finished"
+    rows = [row for row in rows if row is not one_device_ddp]
+    assert sorted((row["strategy"], row["trainer.devices"]) for row in rows) == [
+        ("ddp", 2), ("ddp_spawn", 1), ("ddp_spawn", 2)]
     for row in rows:
         assert row["status"] == "failed" and row["error"].startswith(
             "ValueError: Expected argument `trainer.devices` to be 1 under hydra/launcher=joblib")
-        assert row["error"].endswith("but got 2.")
+        assert row["error"].endswith(f"but got {int(row['trainer.devices'])}.")
         assert not list((sweep_dir / str(row["job"])).rglob("*.ckpt"))
 
 

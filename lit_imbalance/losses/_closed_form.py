@@ -71,7 +71,7 @@ def bce_kernel(x: Tensor, t: Tensor, scalars: Sequence[Tensor | float | None], e
     r"""Weighted BCE-with-logits and its derivative :math:`w\,(\sigma(x) - t)` in one pass (``scalars`` unused).
 
     :math:`\max(x, 0) - x t + \log(1 + e^{-|x|})` is BCE in log space, finite for any
-    logit; it is the ending of the kernels that re-weight BCE (GHM-C, OHEM).
+    finite logit; it is the ending of the kernels that re-weight BCE (GHM-C, OHEM).
     """
     decay = torch.exp(-x.abs())  # in (0, 1]: no overflow, and shared by the loss and sigmoid(x)
     loss = x.clamp_min(0) - x * t + torch.log1p(decay)
@@ -149,6 +149,9 @@ class ClosedFormLoss(torch.autograd.Function):
             # would be a full pass (a fifth of the kernel's memory traffic). Autograd only writes into
             # an incoming gradient it holds the one reference to (accumulation, .grad), so while the
             # graph is retained (the ctx still holds it) it copies, and a second backward sees it intact.
+            # A caller who changes autograd.grad's result in place and then backpropagates through the
+            # retained graph again gets autograd's "modified by an inplace operation" error, never a
+            # silently wrong gradient (the saved tensor's version counter catches it; tested).
             return (None, None, grad, *nothing)
         # Out of place: backward may run again on a retained graph (gradcheck does).
         return (None, None, grad * grad_output, *nothing)

@@ -193,7 +193,7 @@ def negative_threshold(scores: Tensor, targets: Tensor, valid: Tensor | None, ne
     num_hard = int((num_positive * neg_pos_ratio).floor())  # as _ratio_counts rounds it, for the sync-free path
     num_positive = int(num_positive)
     num_counted = scores.numel() if valid is None else \
-        int(torch.count_nonzero(valid)) * (scores.numel() // valid.numel())  # valid broadcasts along dim 1
+        int(torch.count_nonzero(valid)) * (scores.numel() // max(valid.numel(), 1))  # valid broadcasts along dim 1
     count = min(num_hard, num_counted - num_positive)
     if count <= 0:
         positive = targets > 0
@@ -202,12 +202,16 @@ def negative_threshold(scores: Tensor, targets: Tensor, valid: Tensor | None, ne
     threshold, ties_below = partitioned_kth_largest(flat_negative, count)
     if ties_below == 0:
         return float(threshold), num_positive + count
-    above = flat_negative > threshold
-    tied = flat_negative == threshold
-    tied &= tied.cumsum(0) <= count - int(torch.count_nonzero(above))
     positive = targets.flatten() > 0
+    negative = ~positive
     if valid is not None:
-        positive &= valid.expand_as(scores).flatten()
+        counted = valid.expand_as(scores).flatten()
+        positive &= counted
+        negative &= counted
+    above = flat_negative > threshold
+    # Only real negatives tie: at a threshold of -inf the positives and ignored entries (set to -inf) would too.
+    tied = (flat_negative == threshold).logical_and_(negative)
+    tied &= tied.cumsum(0) <= count - int(torch.count_nonzero(above))
     return positive.logical_or_(above).logical_or_(tied).view_as(scores)
 
 

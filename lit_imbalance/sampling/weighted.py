@@ -234,7 +234,7 @@ def alias_table(mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ([1.0, 0.5, 0.0, 0.5], [0, 3, 3, 0])
     """
     num_classes = mass.size
-    share = mass * (num_classes / mass.sum())  # mean 1
+    share = mass / mass.sum() * num_classes  # mean 1; C / sum would overflow for a subnormal total
     keep_own = np.zeros(num_classes)
     alias = np.arange(num_classes)
     small = [int(k) for k in np.flatnonzero(share < 1.0)]
