@@ -88,6 +88,14 @@ def should_compile(fast_path: str, logits: Tensor) -> bool:
     )
 
 
+def kernel_path(fast_path: str, logits: Tensor, targets: Tensor) -> tuple[bool, bool]:
+    """``(use the closed-form kernel, compile it)`` for a loss whose ``"auto"`` keeps its reference path below
+    ``COMPILE_MIN_ELEMENTS`` (uncompiled, the kernel is no faster there); targets that require grad keep it always.
+    """
+    compile_kernel = should_compile(fast_path, logits)
+    return (compile_kernel or fast_path == "eager") and not targets.requires_grad, compile_kernel
+
+
 @functools.cache
 def compiled(kernel: Kernel) -> Kernel:
     """``kernel`` compiled, made at first use: ``torch.compile`` imports Inductor (about 1 s)."""

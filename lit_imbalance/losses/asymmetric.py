@@ -11,7 +11,7 @@ from lit_imbalance.losses._closed_form import (
     FAST_PATHS,
     ClosedFormLoss,
     reduction_extras,
-    should_compile,
+    kernel_path,
     summed_and_scaled,
 )
 from lit_imbalance.losses._common import (
@@ -80,10 +80,10 @@ def asymmetric_loss(
     check_reduction(reduction, SIGMOID_REDUCTIONS)
     check_choice("fast_path", fast_path, FAST_PATHS)
     targets, valid = binary_targets(logits, target, ignore_index)
-    compile_kernel = should_compile(fast_path, logits)
     # Uncompiled, the kernel's where()s cost as much as autograd through the formula (more below 1M
     # elements on 2 CPU cores), so "auto" keeps the formula until the compiled kernel pays.
-    if (compile_kernel or fast_path == "eager") and not targets.requires_grad:
+    use_kernel, compile_kernel = kernel_path(fast_path, logits, targets)
+    if use_kernel:
         element_weight, scale = reduction_extras(reduction, logits, valid, targets)
         # A zero leaves its terms out of the kernel (its own graph), which the default gamma_pos = 0 uses.
         scalars = tuple(value or None for value in (gamma_pos, gamma_neg, clip))

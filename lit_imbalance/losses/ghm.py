@@ -13,9 +13,9 @@ from lit_imbalance.losses._closed_form import (
     FAST_PATHS,
     ClosedFormLoss,
     bce_kernel,
+    kernel_path,
     reduction_extras,
     run_kernel,
-    should_compile,
 )
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
@@ -94,8 +94,8 @@ def _ghmc(
     fast_path: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """GHM-C loss and the bin fractions it used (the moving average when ``running_fractions`` is given)."""
-    compile_kernel = should_compile(fast_path, logits)
-    use_kernel = (compile_kernel or fast_path == "eager") and not targets.requires_grad and bins <= MAX_FAST_PATH_BINS
+    use_kernel, compile_kernel = kernel_path(fast_path, logits, targets)
+    use_kernel = use_kernel and bins <= MAX_FAST_PATH_BINS
     if use_kernel:
         histogram_kernel, loss_kernel = _ghmc_kernels(bins)
         # int32 counts measured half the time of int64 ones, and are exact below 2^31 elements.

@@ -8,14 +8,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_imbalance._checks import check_choice, check_positive, check_positive_int, fail
-from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, bce_kernel, run_kernel, should_compile
+from lit_imbalance.losses._closed_form import (
+    FAST_PATHS,
+    ClosedFormLoss,
+    bce_kernel,
+    kernel_path,
+    reduction_scale,
+    run_kernel,
+)
 from lit_imbalance.losses._common import (
     SIGMOID_REDUCTIONS,
-    TINY,
     binary_targets,
     check_logits,
     check_reduction,
-    denominator,
     weighted_bce,
 )
 
@@ -90,17 +95,15 @@ def ohem_loss(
     else:
         with torch.no_grad():
             scores = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    compile_kernel = should_compile(fast_path, logits)
-    if (compile_kernel or fast_path == "eager") and top_k is None and not targets.requires_grad \
-            and not _sync_free(scores):
+    use_kernel, compile_kernel = kernel_path(fast_path, logits, targets)
+    if use_kernel and top_k is None and not _sync_free(scores):
         selection = negative_threshold(scores, targets, valid, neg_pos_ratio, compile_kernel)
         if isinstance(selection, tuple):  # (threshold, number kept): the kernel applies the threshold itself
             threshold, num_kept = selection
             element_weight = None if valid is None else valid.to(logits.dtype)
-            scale = None
-            if reduction != "none":
-                total = num_kept if reduction == "mean" else denominator(reduction, logits, valid, targets=targets)
-                scale = 1.0 / torch.as_tensor(total, dtype=logits.dtype).clamp_min(TINY)
+            # "mean" is over the kept elements (at least one negative here), not over all that count.
+            scale = (1.0 / torch.as_tensor(num_kept, dtype=logits.dtype) if reduction == "mean"
+                     else reduction_scale(reduction, logits, valid, targets))
             return ClosedFormLoss.apply(_ohem_kernel, compile_kernel, logits, targets, (threshold,), element_weight,
                                         scale)
         keep = selection

@@ -29,7 +29,7 @@ from lit_imbalance.losses._common import (
     reduce_loss,
     weighted_bce,
 )
-from lit_imbalance.losses._closed_form import ClosedFormLoss, bce_kernel, reduction_scale, should_compile
+from lit_imbalance.losses._closed_form import ClosedFormLoss, bce_kernel, kernel_path, reduction_scale
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
 from lit_imbalance.losses.focal import _sigmoid_focal, _softmax_focal
 from lit_imbalance.weights import NORMALIZATIONS, WEIGHT_SCHEMES, class_weights
@@ -444,7 +444,7 @@ def _class_balanced(
         row_weight = (targets * per_class(weight, targets)).sum(1, keepdim=True)
     if base == "sigmoid":
         element_weight = row_weight if valid is None else row_weight * valid
-        if should_compile("auto", logits) and not targets.requires_grad:
+        if kernel_path("auto", logits, targets)[0]:
             # BCE and its gradient in one compiled pass, the row weight broadcast inside it.
             return ClosedFormLoss.apply(bce_kernel, True, logits, targets, (), element_weight,
                                         reduction_scale(reduction, logits, valid, targets))
