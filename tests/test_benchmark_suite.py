@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from benchmarks.suite import datasets, harness, references
 from lit_imbalance.data.long_tail import long_tail_counts
@@ -158,3 +159,40 @@ def test_recipe_search_scores_hold_outs_of_the_training_split_only(tmp_path: Pat
                         "--out", str(out)]) == 0
     table = out.read_text()
     assert "| la | " in table and "| linear_steps1000 | " in table and "+0.0 | 0 |" in table
+
+
+def test_plain_loop_weight_averaging_tests_the_mean_of_the_late_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    data = {"x_train": rng.normal(size=(30, 4)).astype(np.float32), "y_train": np.repeat([0, 1, 2], [20, 7, 3]),
+            "x_test": rng.normal(size=(9, 4)).astype(np.float32), "y_test": np.repeat([0, 1, 2], 3)}
+    snapshots: list[list[torch.Tensor]] = []
+    real_update = torch.optim.swa_utils.AveragedModel.update_parameters
+
+    def record(self, model):  # type: ignore[no-untyped-def]
+        snapshots.append([p.detach().clone() for p in model.parameters()])
+        return real_update(self, model)
+
+    monkeypatch.setattr(torch.optim.swa_utils.AveragedModel, "update_parameters", record)
+    # 30 samples in batches of 64: one step per epoch, so steps 6..10 of 10 are averaged.
+    logits = references.plain_mlp_logits(data, 0, True, 10, 64, 1.0, 0.0, 0, (8,), 0.0, average_from=0.5)
+    assert len(snapshots) == 5
+    w1, b1, w2, b2 = (torch.stack(column).mean(dim=0) for column in zip(*snapshots))
+    expected = torch.relu(torch.as_tensor(data["x_test"]) @ w1.T + b1) @ w2.T + b2
+    torch.testing.assert_close(logits, expected)
+    last = references.plain_mlp_logits(data, 0, True, 10, 64, 1.0, 0.0, 0, (8,), 0.0)
+    assert not torch.allclose(last, expected)  # the last weights alone give other logits
+
+
+def test_plain_loop_dropout_trains_and_is_off_at_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = {"x_train": np.ones((30, 4), np.float32), "y_train": np.repeat([0, 1, 2], [20, 7, 3]),
+            "x_test": np.ones((9, 4), np.float32), "y_test": np.repeat([0, 1, 2], 3)}
+    modes: list[tuple[float, bool]] = []
+    real_forward = nn.Dropout.forward
+
+    def record(self, inputs):  # type: ignore[no-untyped-def]
+        modes.append((self.p, self.training))
+        return real_forward(self, inputs)
+
+    monkeypatch.setattr(nn.Dropout, "forward", record)
+    references.plain_mlp_logits(data, 0, True, 2, 64, 1.0, 0.0, 0, (8, 8), 0.0, dropout=0.3)
+    assert modes == [(0.3, True)] * 4 + [(0.3, False)] * 2  # 2 layers x 2 steps in training, then the test pass

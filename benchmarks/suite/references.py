@@ -30,25 +30,29 @@ def log_prior(y_train: np.ndarray, num_classes: int) -> torch.Tensor:
 
 def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, epochs: int = 60, batch_size: int = 64,
               tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
-              mixup_alpha: float = 0.0, members: int = 1) -> float:
+              mixup_alpha: float = 0.0, members: int = 1, average_from: float = 0.0, dropout: float = 0.0) -> float:
     """Train the plain-PyTorch MLP on all of ``x_train`` and score its last epoch on the test split.
 
     The references use the defaults; ``tau`` (the LA shift's scale), ``weight_decay``
     (AdamW's), ``min_steps`` (more epochs until that many steps), ``hidden`` (the
     layer widths, ``()`` for a linear model), ``mixup_alpha`` (mixup's Beta(a, a),
-    one draw per batch; 0 for none) and ``members`` (an ensemble averaging the
-    members' log-probabilities) are the knobs that :mod:`benchmarks.suite.search`
-    varies on validation hold-outs.
+    one draw per batch; 0 for none), ``members`` (an ensemble averaging the
+    members' log-probabilities), ``average_from`` (test the running mean of the
+    weights over the steps after that fraction of training, SWA-style; 0 for the
+    last weights) and ``dropout`` (after each hidden ReLU) are
+    the knobs that :mod:`benchmarks.suite.search` varies on validation hold-outs.
     """
     log_probs = sum(torch.log_softmax(plain_mlp_logits(data, seed + 1000 * member, logit_adjusted, epochs, batch_size,
-                                                       tau, weight_decay, min_steps, hidden, mixup_alpha), dim=1)
+                                                       tau, weight_decay, min_steps, hidden, mixup_alpha,
+                                                       average_from, dropout), dim=1)
                     for member in range(members))
     predictions = log_probs.argmax(dim=1).numpy()
     return float(balanced_accuracy_score(data["y_test"], predictions))
 
 
 def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int, batch_size: int, tau: float,
-                     weight_decay: float, min_steps: int, hidden: tuple[int, ...], mixup_alpha: float) -> torch.Tensor:
+                     weight_decay: float, min_steps: int, hidden: tuple[int, ...], mixup_alpha: float,
+                     average_from: float = 0.0, dropout: float = 0.0) -> torch.Tensor:
     """One member of :func:`plain_mlp`: its test logits."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -57,12 +61,15 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int,
     widths = [x.shape[1], *hidden]
     layers: list[nn.Module] = []
     for width_in, width_out in zip(widths, widths[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
     model = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+    averaged = torch.optim.swa_utils.AveragedModel(model) if average_from else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-    for _ in range(max(epochs, -(-min_steps // len(loader)))):
+    num_epochs = max(epochs, -(-min_steps // len(loader)))
+    first_averaged_step, step = int(average_from * num_epochs * len(loader)), 0
+    for _ in range(num_epochs):
         for inputs, targets in loader:
             if mixup_alpha:
                 lam, partner = float(rng.beta(mixup_alpha, mixup_alpha)), torch.randperm(len(targets))
@@ -73,8 +80,13 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            step += 1
+            if averaged is not None and step > first_averaged_step:
+                averaged.update_parameters(model)
+    tested = averaged if averaged is not None else model
+    tested.eval()
     with torch.no_grad():
-        return model(torch.as_tensor(data["x_test"]))
+        return tested(torch.as_tensor(data["x_test"]))
 
 
 def plain_ce(data: Arrays, seed: int) -> float:

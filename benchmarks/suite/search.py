@@ -43,6 +43,13 @@ CANDIDATES: dict[str, dict] = {
     "w1024_steps1000": {"hidden": (1024,), "min_steps": 1000},
     "linear_steps1000": {"hidden": (), "min_steps": 1000},
     "linear_mixup0.4_steps1000": {"hidden": (), "mixup_alpha": 0.4, "min_steps": 1000},
+    "la_swa0.5": {"average_from": 0.5},
+    "la_steps1000_swa0.5": {"min_steps": 1000, "average_from": 0.5},
+    "mixup0.4_steps1000_swa0.5": {"mixup_alpha": 0.4, "min_steps": 1000, "average_from": 0.5},
+    "la_drop0.3_steps1000": {"dropout": 0.3, "min_steps": 1000},
+    "la_drop0.3_steps1000_swa0.5": {"dropout": 0.3, "min_steps": 1000, "average_from": 0.5},
+    "mixup0.4_steps1000_m3": {"mixup_alpha": 0.4, "min_steps": 1000, "members": 3},
+    "la_m3": {"members": 3},
 }
 
 
