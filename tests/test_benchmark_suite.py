@@ -196,3 +196,11 @@ def test_plain_loop_dropout_trains_and_is_off_at_test(monkeypatch: pytest.Monkey
     monkeypatch.setattr(nn.Dropout, "forward", record)
     references.plain_mlp_logits(data, 0, True, 2, 64, 1.0, 0.0, 0, (8, 8), 0.0, dropout=0.3)
     assert modes == [(0.3, True)] * 4 + [(0.3, False)] * 2  # 2 layers x 2 steps in training, then the test pass
+
+
+@pytest.mark.parametrize("average_from", [1.0, -0.1])
+def test_plain_loop_refuses_an_averaging_start_outside_training(average_from: float) -> None:
+    data = {"x_train": np.ones((6, 2), np.float32), "y_train": np.array([0, 0, 0, 0, 1, 1]),
+            "x_test": np.ones((2, 2), np.float32), "y_test": np.array([0, 1])}
+    with pytest.raises(ValueError, match=rf"`average_from` to be in \[0, 1\), but got {average_from}"):
+        references.plain_mlp_logits(data, 0, True, 1, 64, 1.0, 0.0, 0, (4,), 0.0, average_from=average_from)

@@ -63,6 +63,8 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int,
     for width_in, width_out in zip(widths, widths[1:]):
         layers += [nn.Linear(width_in, width_out), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
     model = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+    if not 0.0 <= average_from < 1.0:  # from 1 on nothing is averaged and the initial weights would be tested
+        raise ValueError(f"Expected argument `average_from` to be in [0, 1), but got {average_from}.")
     averaged = torch.optim.swa_utils.AveragedModel(model) if average_from else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
