@@ -1,4 +1,4 @@
-"""Compiled vs eager closed-form kernels (sigmoid focal, asymmetric, GHM-C, OHEM) over settings in ONE process.
+"""Compiled vs eager closed-form kernels (sigmoid focal, asymmetric, GHM-C, OHEM, LDAM) over settings in ONE process.
 
 Run by ``tests/test_compiled_focal.py`` in a subprocess with a fresh
 ``TORCHINDUCTOR_CACHE_DIR``, so no earlier compile (in memory or on disk) can
@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from lit_imbalance.losses import asymmetric_loss, ghmc_loss, ohem_loss, sigmoid_focal_loss
+from lit_imbalance.losses import asymmetric_loss, ghmc_loss, ldam_loss, ldam_margins, ohem_loss, sigmoid_focal_loss
 
 # The issue's sequence, then alternating values, back to the first, new shapes, reductions, dtypes.
 SETTINGS = [
@@ -48,6 +48,15 @@ REWEIGHTED_BCE_SETTINGS = [
     ("ohem", 0.5, "sum", (64, 8)),
     ("ohem", 3.0, "positives", (17, 3, 4)),
     ("ghm", 10, "mean", (64, 8)),
+]
+
+# LDAM's softmax kernel (a new scale s every call, as an s sweep does): (s, class-weighted, reduction, shape).
+LDAM_SETTINGS = [
+    (30.0, False, "mean", (64, 8)),
+    (1.0, False, "mean", (64, 8)),
+    (4.0, True, "none", (33, 5)),
+    (30.0, True, "sum", (64, 8)),
+    (1.0, False, "mean", (64, 8)),
 ]
 
 
@@ -93,6 +102,14 @@ def main() -> None:
             def loss_of(leaf, fast_path):
                 return ohem_loss(leaf, t, neg_pos_ratio=setting, reduction=reduction, fast_path=fast_path)
         compare([name, setting, reduction, list(shape)], loss_of, x, normwise=True)
+    for s, weighted, reduction, shape in LDAM_SETTINGS:
+        x = torch.randn(shape, generator=generator)
+        t = torch.randint(0, shape[1], shape[:1], generator=generator)
+        t[::5] = -100
+        counts = torch.arange(shape[1], 0, -1) ** 2
+        margins, weight = ldam_margins(counts), (1.0 / counts) if weighted else None
+        compare(["ldam", s, weighted, reduction, list(shape)], lambda leaf, fast_path: ldam_loss(
+            leaf, t, margins, s, weight, reduction=reduction, fast_path=fast_path), x, normwise=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ TOLERANCE = 1e-6
 # ASL's negative-branch gradient is a difference, p (a - b), which near the clip cancels: fused and unfused
 # fp32 rounding then differ on those tiny entries by up to 3e-5 of their own size (seen in CI, entry-wise
 # 1e-5 failed once). So ASL is compared relative to the largest entry; a stale graph is off by O(1) there.
-# GHM-C's and OHEM's rows are compared the same way (measured: at most 1.1e-7).
+# GHM-C's, OHEM's and LDAM's rows are compared the same way (measured: at most 1.1e-7; LDAM at most 1.9e-7).
 NORMWISE_TOLERANCE = 1e-5
 
 
@@ -29,7 +29,7 @@ def fresh_inductor(cache_dir: Path) -> dict[str, str]:
 
 
 def test_compiled_equals_eager_over_a_sequence_of_settings(tmp_path: Path) -> None:
-    from tests.compiled_focal_probe import ASL_SETTINGS, REWEIGHTED_BCE_SETTINGS, SETTINGS
+    from tests.compiled_focal_probe import ASL_SETTINGS, LDAM_SETTINGS, REWEIGHTED_BCE_SETTINGS, SETTINGS
 
     probe = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "compiled_focal_probe.py")],
@@ -37,8 +37,8 @@ def test_compiled_equals_eager_over_a_sequence_of_settings(tmp_path: Path) -> No
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     rows = [json.loads(line) for line in probe.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == len(SETTINGS) + len(ASL_SETTINGS) + len(REWEIGHTED_BCE_SETTINGS)
-    normwise = {"asymmetric", "ghm", "ohem"}
+    assert len(rows) == len(SETTINGS) + len(ASL_SETTINGS) + len(REWEIGHTED_BCE_SETTINGS) + len(LDAM_SETTINGS)
+    normwise = {"asymmetric", "ghm", "ohem", "ldam"}
     limit = {True: NORMWISE_TOLERANCE, False: TOLERANCE}
     wrong = [row for row in rows if max(row["loss"], row["grad"]) > limit[row["setting"][0] in normwise]]
     assert not wrong, wrong

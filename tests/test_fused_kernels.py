@@ -17,6 +17,7 @@ from lit_imbalance import losses
 from lit_imbalance.losses.asymmetric import asymmetric_loss
 from lit_imbalance.losses import _fused_softmax
 from lit_imbalance.losses._fused_softmax import fused_softmax_loss
+from lit_imbalance.weights import class_weights
 
 C = 5
 COUNTS = [60, 25, 9, 4, 2]
@@ -431,3 +432,100 @@ def test_closed_form_backward_keeps_its_gradient_across_retained_graphs() -> Non
     hidden = shared * 1.0  # one tensor into two losses: autograd sums the two saved gradients
     (asymmetric_loss(hidden, t, fast_path="eager") + asymmetric_loss(hidden, t, fast_path="eager")).backward()
     assert torch.equal(shared.grad, 2 * first)
+
+
+# --- LDAM's closed-form kernel ------------------------------------------------------------
+
+LDAM_SETTINGS = {  # (s, reweighted): Cao et al.'s s = 30 on raw logits reaches the subnormal floor
+    "s1": (1.0, False),
+    "s4_drw": (4.0, True),
+    "s30": (30.0, False),
+    "s30_drw": (30.0, True),
+}
+
+
+def ldam_kwargs(setting: str, dtype: torch.dtype = torch.float64) -> dict:
+    s, reweighted = LDAM_SETTINGS[setting]
+    weight = class_weights(COUNTS, "effective", 0.999).to(dtype) if reweighted else None
+    return {"margins": losses.ldam_margins(COUNTS, max_m=0.5).to(dtype), "s": s, "weight": weight}
+
+
+def ldam_against_reference(x: torch.Tensor, y: torch.Tensor, setting: str, reduction: str):
+    """``(kernel, formula)`` values and gradients: the eager kernel against :func:`reference` above."""
+    kwargs = ldam_kwargs(setting, x.dtype)
+    got = values_and_grads(lambda z, t, **kw: losses.ldam_loss(z, t, fast_path="eager", **kw), x, y, kwargs, reduction)
+    expected = values_and_grads(reference, x, y, {"target_margin": kwargs["margins"], "scale": kwargs["s"],
+                                                  "class_weight": kwargs["weight"], "weighted_mean": True}, reduction)
+    return got, expected
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("setting", list(LDAM_SETTINGS))
+def test_ldam_kernel_equals_the_formula_with_ignored_rows(setting: str, reduction: str) -> None:
+    x, y = batch((12, C))  # every fourth target is ignore_index
+    got, expected = ldam_against_reference(x, y, setting, reduction)
+    # float64's subnormal floor is 1e-154 of a row's probability mass: far below these tolerances.
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert got[1][y == -100].abs().max() == 0
+
+
+@pytest.mark.parametrize("setting", ["s4_drw", "s30_drw"])
+def test_ldam_kernel_float32_at_s30_moves_nothing_but_the_floored_probabilities(setting: str) -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(64, C, generator=generator) * 5
+    y = torch.randint(0, C, (64,), generator=generator)
+    got, expected = ldam_against_reference(x, y, setting, "mean")
+    want, _ = ldam_against_reference(x.double(), y, setting, "mean")
+    torch.testing.assert_close(got[0].double(), want[0], rtol=1e-6, atol=0)
+    assert (got[1].double() - want[1]).abs().max() < 1e-6
+
+
+def test_ldam_kernel_gradcheck_float64() -> None:
+    x, y = batch((10, C), seed=3)
+    kwargs = ldam_kwargs("s4_drw")
+    assert torch.autograd.gradcheck(lambda z: losses.ldam_loss(z, y, fast_path="eager", **kwargs),
+                                    (x.requires_grad_(),))
+
+
+def test_ldam_kernel_keeps_a_target_far_below_its_row_maximum_exact() -> None:
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(6, C, generator=generator)
+    y = torch.randint(0, C, (6,), generator=generator)
+    x.scatter_(1, y.unsqueeze(1), x.gather(1, y.unsqueeze(1)) - 10.0)  # 300 below the rest at s = 30
+    margins = losses.ldam_margins(COUNTS)
+    got = losses.ldam_loss(x, y, margins, 30.0, reduction="none", fast_path="eager")
+    z = 30.0 * (x.double() - F.one_hot(y, C) * margins.double()[y].unsqueeze(1))
+    expected = -torch.log_softmax(z, 1).gather(1, y.unsqueeze(1)).squeeze(1)
+    assert float(expected.min()) > 250.0
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_ldam_kernel_at_plus_minus_100_in_half_precision_is_finite_fp32(dtype) -> None:
+    x = torch.tensor([[100.0, -100.0, 0.0, -100.0, 100.0], [-100.0] * 5, [100.0, 100.0, -100.0, 0.0, 0.0]])
+    x = x.repeat(3, 1).to(dtype).requires_grad_()
+    y = torch.tensor([0, 1, 2, 4, 3, 2, 1, 0, 3])
+    kwargs = ldam_kwargs("s30_drw", torch.float32)
+    loss = losses.ldam_loss(x, y, fast_path="eager", **kwargs)
+    loss.backward()
+    assert loss.dtype == torch.float32 and x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
+    torch.testing.assert_close(loss, losses.ldam_loss(x.detach().float(), y, fast_path="reference", **kwargs))
+
+
+def test_ldam_fast_paths_choose_their_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``eager`` runs the closed-form kernel on (N, C); ``reference`` and segmentation shapes the fused one."""
+    from lit_imbalance.losses import margin
+
+    kernel_calls = []
+    original = margin._ldam_kernel
+    monkeypatch.setattr(margin, "_ldam_kernel", lambda *args: kernel_calls.append(1) or original(*args))
+    margins = losses.ldam_margins(COUNTS)
+    x, y = batch((12, C))
+    segmentation_x, segmentation_y = batch((3, C, 2, 4))
+    for fast_path, logits, target, runs_kernel in [("eager", x, y, True), ("reference", x, y, False),
+                                                   ("eager", segmentation_x, segmentation_y, False)]:
+        kernel_calls.clear()
+        losses.ldam_loss(logits, target, margins, fast_path=fast_path)
+        assert kernel_calls == ([1] if runs_kernel else []), (fast_path, tuple(logits.shape))
+    with pytest.raises(ValueError, match="`fast_path` to be one of 'auto'.*but got 'fused'"):
+        losses.LDAMLoss(COUNTS, fast_path="fused")

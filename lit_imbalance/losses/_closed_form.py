@@ -2,7 +2,8 @@
 
 A kernel is a function ``kernel(x, t, scalars, *extras) -> (loss, grad)``: the loss
 (summed and scaled when the last extra, ``scale``, is given) and its derivative with
-respect to the logits ``x``. :class:`ClosedFormLoss` saves only that gradient for
+respect to the logits ``x``. Unreduced, the loss is element-wise (shaped like ``x``),
+or per sample (``(N,)`` for ``(N, C)`` logits) for a softmax kernel. :class:`ClosedFormLoss` saves only that gradient for
 backward, where autograd through the formula keeps several input-sized tensors.
 :func:`run_kernel` runs the kernel compiled when asked and possible, which fuses the
 element-wise work and the reduction into one loop, and eagerly otherwise.
@@ -161,5 +162,8 @@ class ClosedFormLoss(torch.autograd.Function):
             # retained graph again gets autograd's "modified by an inplace operation" error, never a
             # silently wrong gradient (the saved tensor's version counter catches it; tested).
             return (None, None, grad, *nothing)
+        if grad_output.ndim == grad.ndim - 1:
+            # A softmax kernel's unreduced losses are per sample, (N,): each scales its row of (N, C).
+            grad_output = grad_output.unsqueeze(1)
         # Out of place: backward may run again on a retained graph (gradcheck does).
         return (None, None, grad * grad_output, *nothing)

@@ -8,13 +8,16 @@ import torch
 from torch import Tensor
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive
+from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, should_compile, summed_and_scaled
 from lit_imbalance.losses._common import (
     ClassCountsLoss,
     check_class_vector,
     check_logits,
     check_reduction,
+    class_index_target_or_all,
+    denominator,
 )
-from lit_imbalance.losses._fused_softmax import fused_softmax_loss
+from lit_imbalance.losses._fused_softmax import SUBNORMAL_FREE_FLOOR, fused_softmax_loss, is_soft_target
 from lit_imbalance.priors import positive_class_counts
 from lit_imbalance.weights import WEIGHT_SCHEMES, class_weights
 
@@ -47,6 +50,7 @@ def ldam_loss(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    fast_path: str = "auto",
 ) -> Tensor:
     r"""LDAM loss: cross-entropy after subtracting a class-dependent margin from the true logit.
 
@@ -68,18 +72,30 @@ def ldam_loss(
             ``"mean"`` is then the weighted mean, as with ``F.cross_entropy``.
         ignore_index: target value that contributes no loss.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per sample).
+        fast_path: ``"auto"`` (from ``COMPILE_MIN_ELEMENTS`` elements of ``(N, C)``
+            logits the loss and its closed-form gradient in one compiled kernel, below
+            that the eager fused softmax kernel, which is as fast there), ``"compiled"``,
+            ``"eager"`` (the closed-form kernel uncompiled) or ``"reference"`` (the eager
+            fused softmax kernel always). Other shapes and soft targets take the fused
+            kernel whatever is asked. All give the same values up to rounding.
 
     Example:
         >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
         >>> ldam_loss(logits, target, ldam_margins([90, 10], max_m=0.5), s=1.0)
         tensor(0.3201)
+        >>> ldam_loss(logits, target, ldam_margins([90, 10], max_m=0.5), s=1.0, fast_path="eager")
+        tensor(0.3201)
     """
     logits = check_logits(logits)
     check_positive("s", s)
     check_reduction(reduction)
+    check_choice("fast_path", fast_path, FAST_PATHS)
     check_class_vector(margins, logits.shape[1], "margins")
     if weight is not None:
         check_class_vector(weight, logits.shape[1], "weight")
+    compile_kernel = should_compile(fast_path, logits)
+    if (compile_kernel or fast_path == "eager") and logits.ndim == 2 and not is_soft_target(logits, target):
+        return _ldam_closed_form(logits, target, margins, s, weight, ignore_index, reduction, compile_kernel)
     return fused_softmax_loss(
         logits,
         target,
@@ -90,6 +106,50 @@ def ldam_loss(
         reduction=reduction,
         ignore_index=ignore_index,
     )
+
+
+def _ldam_closed_form(logits: Tensor, target: Tensor, margins: Tensor, s: float, weight: Tensor | None,
+                      ignore_index: int, reduction: str, compile_kernel: bool) -> Tensor:
+    """LDAM on ``(N, C)`` logits and class indices through :func:`_ldam_kernel`, with the fused kernel's weighting."""
+    safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
+    margins = margins.to(device=logits.device, dtype=logits.dtype)
+    # The per-sample weight w_y, 0 where ignored; None when every sample weighs 1 (no per-sample pass).
+    sample_weight = None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)[safe_target]
+    if valid is not None:
+        sample_weight = valid.to(logits.dtype) if sample_weight is None else torch.where(valid, sample_weight, 0.0)
+    scale = None
+    if reduction != "none":
+        # F.cross_entropy's weighted mean: divided by the summed weights of the samples that count.
+        # logits[:, 0]: a view with one entry per sample, in the logits' dtype, for denominator's count and sum.
+        total = denominator(reduction, logits[:, 0], valid, sample_weight)
+        scale = 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
+    return ClosedFormLoss.apply(_ldam_kernel, compile_kernel, logits, safe_target, (s,), margins, sample_weight,
+                                scale)
+
+
+def _ldam_kernel(x: Tensor, t: Tensor, scalars: tuple[float | Tensor], margins: Tensor,
+                 sample_weight: Tensor | None, scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    r"""LDAM and its gradient :math:`s\,w\,(\mathrm{softmax}(z) - e_y)` in one pass over ``(N, C)`` logits.
+
+    :math:`z = s\,(x - \Delta_y e_y)`. The target column is a comparison with the class
+    index, not a gather: Inductor's CPU gather checks the bounds of every index, which
+    costs as much as the loss. Logits far below their row's maximum are raised to it
+    plus ``SUBNORMAL_FREE_FLOOR`` before the exponentials (as the fused kernel does:
+    subnormal ``exp()`` is 20-30x slower on the CPU); the target's own logit is not, so
+    its loss stays exact.
+    """
+    (s,) = scalars
+    is_target = torch.arange(x.shape[1], device=x.device) == t.unsqueeze(1)
+    z = (x - torch.where(is_target, margins, 0.0)) * s
+    row_max = z.amax(dim=1, keepdim=True)
+    # exp(shifted) is recomputed in the gradient's loop rather than stored: one write fewer (measured faster).
+    shifted = torch.clamp_min(z - row_max, SUBNORMAL_FREE_FLOOR[z.dtype])
+    sum_exp = torch.exp(shifted).sum(dim=1, keepdim=True)
+    loss = (sum_exp.log() + row_max).squeeze(1) - torch.where(is_target, z, 0.0).sum(dim=1)  # -log p_y
+    grad = torch.exp(shifted) * (s / sum_exp) - torch.where(is_target, s, 0.0)  # s (p - e_y)
+    if sample_weight is not None:
+        loss, grad = loss * sample_weight, grad * sample_weight.unsqueeze(1)
+    return summed_and_scaled(loss, grad, scale)
 
 
 class LDAMLoss(ClassCountsLoss):
@@ -110,6 +170,7 @@ class LDAMLoss(ClassCountsLoss):
         beta: effective-number parameter for ``reweight="effective"``.
         ignore_index: target value that contributes no loss.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        fast_path: ``"auto"``, ``"compiled"``, ``"eager"`` or ``"reference"``; see :func:`ldam_loss`.
 
     Example:
         >>> loss = LDAMLoss(class_counts=[90, 10], s=1.0)
@@ -128,6 +189,7 @@ class LDAMLoss(ClassCountsLoss):
         beta: float = 0.9999,
         ignore_index: int = -100,
         reduction: str = "mean",
+        fast_path: str = "auto",
     ) -> None:
         super().__init__()
         self.max_m = check_positive("max_m", max_m)
@@ -136,6 +198,7 @@ class LDAMLoss(ClassCountsLoss):
         self.beta = check_in_unit_interval("beta", beta, open_right=True)
         self.ignore_index = ignore_index
         self.reduction = check_reduction(reduction)
+        self.fast_path = check_choice("fast_path", fast_path, FAST_PATHS)
         if class_counts is not None:
             self.set_class_counts(class_counts)
 
@@ -148,7 +211,8 @@ class LDAMLoss(ClassCountsLoss):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = check_logits(logits)
         self.require_class_counts(logits.shape[1])
-        return ldam_loss(logits, target, self.margins, self.s, self.class_weight, self.ignore_index, self.reduction)
+        return ldam_loss(logits, target, self.margins, self.s, self.class_weight, self.ignore_index, self.reduction,
+                         self.fast_path)
 
     def extra_repr(self) -> str:
         return f"max_m={self.max_m}, s={self.s}, reweight={self.reweight!r}"
