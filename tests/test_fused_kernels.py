@@ -469,13 +469,13 @@ def test_ldam_kernel_equals_the_formula_with_ignored_rows(setting: str, reductio
     assert got[1][y == -100].abs().max() == 0
 
 
-@pytest.mark.parametrize("setting", ["s4_drw", "s30_drw"])
+@pytest.mark.parametrize("setting", ["s30", "s30_drw"])
 def test_ldam_kernel_float32_at_s30_moves_nothing_but_the_floored_probabilities(setting: str) -> None:
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(64, C, generator=generator) * 5
     y = torch.randint(0, C, (64,), generator=generator)
-    got, expected = ldam_against_reference(x, y, setting, "mean")
-    want, _ = ldam_against_reference(x.double(), y, setting, "mean")
+    got, _ = ldam_against_reference(x, y, setting, "mean")
+    want, _ = ldam_against_reference(x.double(), y, setting, "mean")  # float64: the floor is 1e-154
     torch.testing.assert_close(got[0].double(), want[0], rtol=1e-6, atol=0)
     assert (got[1].double() - want[1]).abs().max() < 1e-6
 
@@ -529,3 +529,43 @@ def test_ldam_fast_paths_choose_their_kernel(monkeypatch: pytest.MonkeyPatch) ->
         assert kernel_calls == ([1] if runs_kernel else []), (fast_path, tuple(logits.shape))
     with pytest.raises(ValueError, match="`fast_path` to be one of 'auto'.*but got 'fused'"):
         losses.LDAMLoss(COUNTS, fast_path="fused")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", ["all_ignored", "zero_class_weight", "non_contiguous"])
+def test_ldam_kernel_equals_the_fused_kernel_at_the_edges(case: str, reduction: str) -> None:
+    x, y = batch((12, C), seed=7)
+    kwargs = ldam_kwargs("s4_drw")
+    if case == "all_ignored":
+        y = torch.full_like(y, -100)
+    elif case == "zero_class_weight":
+        kwargs["weight"] = kwargs["weight"].clone().index_fill_(0, torch.tensor([0, 2]), 0.0)
+    else:
+        x = torch.randn(C, 12, dtype=torch.float64).t()  # a transposed view
+    results = {}
+    for fast_path in ("eager", "reference"):
+        results[fast_path] = values_and_grads(lambda z, t, **kw: losses.ldam_loss(z, t, fast_path=fast_path, **kw),
+                                              x, y, kwargs, reduction)
+    torch.testing.assert_close(results["eager"], results["reference"], rtol=1e-10, atol=1e-12)
+    if case == "all_ignored":
+        assert results["eager"][1].abs().max() == 0 and results["eager"][0].abs().max() == 0
+
+
+def test_ldam_refuses_hyper_parameters_that_require_grad() -> None:
+    margins = losses.ldam_margins(COUNTS).requires_grad_()
+    with pytest.raises(ValueError, match="`margins` to be a tensor without gradient"):
+        losses.ldam_loss(torch.randn(4, C), torch.zeros(4, dtype=torch.long), margins, fast_path="eager")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_closed_form_backward_scales_a_reduced_one_dimensional_loss(reduction: str) -> None:
+    """A 0-d upstream gradient other than 1 (a blended warm-up, a scaled loss) on 1-D logits."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(8, generator=generator, dtype=torch.float64)
+    t = (torch.rand(8, generator=generator) < 0.5).double()
+    grads = {}
+    for fast_path in ("eager", "reference"):
+        leaf = x.clone().requires_grad_()
+        (0.5 * asymmetric_loss(leaf, t, reduction=reduction, fast_path=fast_path)).backward()
+        grads[fast_path] = leaf.grad
+    torch.testing.assert_close(grads["eager"], grads["reference"], rtol=1e-10, atol=1e-12)

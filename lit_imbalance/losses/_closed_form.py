@@ -1,10 +1,11 @@
-"""Element-wise losses computed with their closed-form gradient in one pass, eagerly or through ``torch.compile``.
+"""Losses computed with their closed-form gradient together, eagerly or through ``torch.compile``.
 
 A kernel is a function ``kernel(x, t, scalars, *extras) -> (loss, grad)``: the loss
 (summed and scaled when the last extra, ``scale``, is given) and its derivative with
-respect to the logits ``x``. Unreduced, the loss is element-wise (shaped like ``x``),
-or per sample (``(N,)`` for ``(N, C)`` logits) for a softmax kernel. :class:`ClosedFormLoss` saves only that gradient for
-backward, where autograd through the formula keeps several input-sized tensors.
+respect to the logits ``x``. Unreduced, the loss is element-wise (shaped like
+``x``), or per sample (``(N,)`` for ``(N, C)`` logits) for a softmax kernel.
+:class:`ClosedFormLoss` saves only that gradient for backward, where autograd
+through the formula keeps several input-sized tensors.
 :func:`run_kernel` runs the kernel compiled when asked and possible, which fuses the
 element-wise work and the reduction into one loop, and eagerly otherwise.
 
@@ -33,7 +34,8 @@ from lit_imbalance.losses._common import denominator
 Kernel = Callable[..., tuple[Tensor, Tensor]]
 
 #: ``fast_path`` of the closed-form losses: compiled from COMPILE_MIN_ELEMENTS elements ("auto"),
-#: never ("eager"), always ("compiled"), or autograd through the formula ("reference").
+#: never ("eager"), always ("compiled"), or the loss's reference path ("reference": autograd
+#: through the formula, or for LDAM the eager fused softmax kernel).
 FAST_PATHS = ("auto", "compiled", "eager", "reference")
 # Below this many elements compiling does not pay for itself (and tests stay compile-free).
 COMPILE_MIN_ELEMENTS = 1 << 20
@@ -162,7 +164,7 @@ class ClosedFormLoss(torch.autograd.Function):
             # retained graph again gets autograd's "modified by an inplace operation" error, never a
             # silently wrong gradient (the saved tensor's version counter catches it; tested).
             return (None, None, grad, *nothing)
-        if grad_output.ndim == grad.ndim - 1:
+        if 0 < grad_output.ndim == grad.ndim - 1:  # (a 0-d upstream of a reduced 1-D loss broadcasts as it is)
             # A softmax kernel's unreduced losses are per sample, (N,): each scales its row of (N, C).
             grad_output = grad_output.unsqueeze(1)
         # Out of place: backward may run again on a retained graph (gradcheck does).

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive
+from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive, fail
 from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, should_compile, summed_and_scaled
 from lit_imbalance.losses._common import (
     ClassCountsLoss,
@@ -76,8 +76,8 @@ def ldam_loss(
             logits the loss and its closed-form gradient in one compiled kernel, below
             that the eager fused softmax kernel, which is as fast there), ``"compiled"``,
             ``"eager"`` (the closed-form kernel uncompiled) or ``"reference"`` (the eager
-            fused softmax kernel always). Other shapes and soft targets take the fused
-            kernel whatever is asked. All give the same values up to rounding.
+            fused softmax kernel always). Logits of shape ``(N, C, d1, ...)`` take the
+            fused kernel whatever is asked. All give the same values up to rounding.
 
     Example:
         >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
@@ -90,9 +90,11 @@ def ldam_loss(
     check_positive("s", s)
     check_reduction(reduction)
     check_choice("fast_path", fast_path, FAST_PATHS)
-    check_class_vector(margins, logits.shape[1], "margins")
-    if weight is not None:
-        check_class_vector(weight, logits.shape[1], "weight")
+    for name, values in (("margins", margins), ("weight", weight)):
+        if values is not None:
+            if not isinstance(values, Tensor) or values.requires_grad:
+                fail(name, "a tensor without gradient (a hyper-parameter)", values)
+            check_class_vector(values, logits.shape[1], name)
     compile_kernel = should_compile(fast_path, logits)
     if (compile_kernel or fast_path == "eager") and logits.ndim == 2 and not is_soft_target(logits, target):
         return _ldam_closed_form(logits, target, margins, s, weight, ignore_index, reduction, compile_kernel)
@@ -129,9 +131,12 @@ def _ldam_closed_form(logits: Tensor, target: Tensor, margins: Tensor, s: float,
 
 def _ldam_kernel(x: Tensor, t: Tensor, scalars: tuple[float | Tensor], margins: Tensor,
                  sample_weight: Tensor | None, scale: Tensor | None) -> tuple[Tensor, Tensor]:
-    r"""LDAM and its gradient :math:`s\,w\,(\mathrm{softmax}(z) - e_y)` in one pass over ``(N, C)`` logits.
+    r"""LDAM and its gradient :math:`s\,w\,(\mathrm{softmax}(z) - e_y)` over ``(N, C)`` logits, together.
 
-    :math:`z = s\,(x - \Delta_y e_y)`. The target column is a comparison with the class
+    Compiled, that is three passes over each row: its maximum and target logit, its
+    log-sum-exp, its gradient.
+
+    Here :math:`z = s\,(x - \Delta_y e_y)`. The target column is a comparison with the class
     index, not a gather: Inductor's CPU gather checks the bounds of every index, which
     costs as much as the loss. Logits far below their row's maximum are raised to it
     plus ``SUBNORMAL_FREE_FLOOR`` before the exponentials (as the fused kernel does:
@@ -146,7 +151,8 @@ def _ldam_kernel(x: Tensor, t: Tensor, scalars: tuple[float | Tensor], margins: 
     shifted = torch.clamp_min(z - row_max, SUBNORMAL_FREE_FLOOR[z.dtype])
     sum_exp = torch.exp(shifted).sum(dim=1, keepdim=True)
     loss = (sum_exp.log() + row_max).squeeze(1) - torch.where(is_target, z, 0.0).sum(dim=1)  # -log p_y
-    grad = torch.exp(shifted) * (s / sum_exp) - torch.where(is_target, s, 0.0)  # s (p - e_y)
+    scaled_probs = torch.exp(shifted) * (s / sum_exp)
+    grad = torch.where(is_target, scaled_probs - s, scaled_probs)  # s (p - e_y), s in the logits' dtype
     if sample_weight is not None:
         loss, grad = loss * sample_weight, grad * sample_weight.unsqueeze(1)
     return summed_and_scaled(loss, grad, scale)
