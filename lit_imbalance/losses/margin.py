@@ -74,7 +74,7 @@ def ldam_loss(
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per sample).
         fast_path: ``"auto"`` (from ``COMPILE_MIN_ELEMENTS`` elements of ``(N, C)``
             logits the loss and its closed-form gradient in one compiled kernel, below
-            that the eager fused softmax kernel, which is as fast there), ``"compiled"``,
+            that, where compiling does not pay, the eager fused softmax kernel), ``"compiled"``,
             ``"eager"`` (the closed-form kernel uncompiled) or ``"reference"`` (the eager
             fused softmax kernel always). Logits of shape ``(N, C, d1, ...)`` take the
             fused kernel whatever is asked. All give the same values up to rounding.
