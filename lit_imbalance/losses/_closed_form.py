@@ -51,11 +51,12 @@ def reduction_extras(reduction: str, logits: Tensor, valid: Tensor | None,
     return element_weight, reduction_scale(reduction, logits, valid, targets)
 
 
-def reduction_scale(reduction: str, logits: Tensor, valid: Tensor | None, targets: Tensor) -> Tensor | None:
+def reduction_scale(reduction: str, logits: Tensor, valid: Tensor | None, targets: Tensor,
+                    weight: Tensor | None = None) -> Tensor | None:
     """1 / the reduction's denominator as a 0-d tensor (``None`` for ``reduction="none"``); see ``denominator``."""
     if reduction == "none":
         return None
-    total = denominator(reduction, logits, valid, targets=targets)
+    total = denominator(reduction, logits, valid, weight, targets=targets)
     return 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
 
 

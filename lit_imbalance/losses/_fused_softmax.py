@@ -135,29 +135,14 @@ def fused_softmax_loss(
                                          class_weight=class_weight, weighted_mean=weighted_mean, reduction=reduction)
     safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
     num_classes = logits.shape[1]
-
-    def class_vector(values: Tensor | None, name: str) -> Tensor | None:
-        if values is None:
-            return None
-        if not isinstance(values, Tensor) or values.requires_grad:
-            fail(name, "a tensor without gradient (a hyper-parameter)", values)
-        check_class_vector(values, num_classes, name)
-        return values.to(device=logits.device, dtype=logits.dtype)
-
-    shift = class_vector(logit_shift, "logit_shift")
-    margin = class_vector(target_margin, "target_margin")
-    weights = class_vector(class_weight, "class_weight")
-
-    # Per-sample weight w: class weight of the target times the sample weight, 0 where ignored;
-    # None when every sample weighs 1, so that plain CE runs no per-sample pass at all.
-    weight = None if weights is None else weights[safe_target]
+    shift = hyper_parameter_vector(logit_shift, "logit_shift", logits)
+    margin = hyper_parameter_vector(target_margin, "target_margin", logits)
+    weights = hyper_parameter_vector(class_weight, "class_weight", logits)
     if sample_weight is not None:
         if not isinstance(sample_weight, Tensor) or sample_weight.shape != target.shape or sample_weight.requires_grad:
             fail("sample_weight", f"a tensor without gradient of the target's shape {tuple(target.shape)}", sample_weight)
         sample_weight = sample_weight.to(device=logits.device, dtype=logits.dtype)
-        weight = sample_weight if weight is None else weight * sample_weight
-    if valid is not None:
-        weight = valid.to(logits.dtype) if weight is None else torch.where(valid, weight, 0.0)
+    weight = per_sample_weight(weights, safe_target, valid, logits.dtype, sample_weight)
     if cost is not None:
         if not isinstance(cost, Tensor) or cost.requires_grad or cost.shape not in {
             (num_classes,),
@@ -168,6 +153,30 @@ def fused_softmax_loss(
     return _FusedSoftmaxFunction.apply(
         logits, safe_target, weight, valid, weighted_mean, shift, margin, scale, cost, gamma, reduction
     )
+
+
+def hyper_parameter_vector(values: Tensor | None, name: str, logits: Tensor) -> Tensor | None:
+    """``values`` checked as one entry per class without gradient, on the logits' device and dtype (``None`` kept)."""
+    if values is None:
+        return None
+    if not isinstance(values, Tensor) or values.requires_grad:
+        fail(name, "a tensor without gradient (a hyper-parameter)", values)
+    check_class_vector(values, logits.shape[1], name)
+    return values.to(device=logits.device, dtype=logits.dtype)
+
+
+def per_sample_weight(class_weight: Tensor | None, target: Tensor, valid: Tensor | None, dtype: torch.dtype,
+                      sample_weight: Tensor | None = None) -> Tensor | None:
+    """The per-sample weight :math:`w`: the target's class weight times the sample weight, 0 where ignored.
+
+    ``None`` when every sample weighs 1, so that plain CE runs no per-sample pass at all.
+    """
+    weight = None if class_weight is None else class_weight[target]
+    if sample_weight is not None:
+        weight = sample_weight if weight is None else weight * sample_weight
+    if valid is not None:
+        weight = valid.to(dtype) if weight is None else torch.where(valid, weight, 0.0)
+    return weight
 
 
 def is_soft_target(logits: Tensor, target: Tensor) -> bool:

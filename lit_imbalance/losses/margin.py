@@ -7,17 +7,22 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive, fail
-from lit_imbalance.losses._closed_form import FAST_PATHS, ClosedFormLoss, should_compile, summed_and_scaled
-from lit_imbalance.losses._common import (
-    ClassCountsLoss,
-    check_class_vector,
-    check_logits,
-    check_reduction,
-    class_index_target_or_all,
-    denominator,
+from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive
+from lit_imbalance.losses._closed_form import (
+    FAST_PATHS,
+    ClosedFormLoss,
+    reduction_scale,
+    should_compile,
+    summed_and_scaled,
 )
-from lit_imbalance.losses._fused_softmax import SUBNORMAL_FREE_FLOOR, fused_softmax_loss, is_soft_target
+from lit_imbalance.losses._common import ClassCountsLoss, check_logits, check_reduction, class_index_target_or_all
+from lit_imbalance.losses._fused_softmax import (
+    SUBNORMAL_FREE_FLOOR,
+    fused_softmax_loss,
+    hyper_parameter_vector,
+    is_soft_target,
+    per_sample_weight,
+)
 from lit_imbalance.priors import positive_class_counts
 from lit_imbalance.weights import WEIGHT_SCHEMES, class_weights
 
@@ -90,11 +95,8 @@ def ldam_loss(
     check_positive("s", s)
     check_reduction(reduction)
     check_choice("fast_path", fast_path, FAST_PATHS)
-    for name, values in (("margins", margins), ("weight", weight)):
-        if values is not None:
-            if not isinstance(values, Tensor) or values.requires_grad:
-                fail(name, "a tensor without gradient (a hyper-parameter)", values)
-            check_class_vector(values, logits.shape[1], name)
+    margins = hyper_parameter_vector(margins, "margins", logits)
+    weight = hyper_parameter_vector(weight, "weight", logits)
     compile_kernel = should_compile(fast_path, logits)
     if (compile_kernel or fast_path == "eager") and logits.ndim == 2 and not is_soft_target(logits, target):
         return _ldam_closed_form(logits, target, margins, s, weight, ignore_index, reduction, compile_kernel)
@@ -114,17 +116,10 @@ def _ldam_closed_form(logits: Tensor, target: Tensor, margins: Tensor, s: float,
                       ignore_index: int, reduction: str, compile_kernel: bool) -> Tensor:
     """LDAM on ``(N, C)`` logits and class indices through :func:`_ldam_kernel`, with the fused kernel's weighting."""
     safe_target, valid = class_index_target_or_all(logits, target, ignore_index)
-    margins = margins.to(device=logits.device, dtype=logits.dtype)
-    # The per-sample weight w_y, 0 where ignored; None when every sample weighs 1 (no per-sample pass).
-    sample_weight = None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)[safe_target]
-    if valid is not None:
-        sample_weight = valid.to(logits.dtype) if sample_weight is None else torch.where(valid, sample_weight, 0.0)
-    scale = None
-    if reduction != "none":
-        # F.cross_entropy's weighted mean: divided by the summed weights of the samples that count.
-        # logits[:, 0]: a view with one entry per sample, in the logits' dtype, for denominator's count and sum.
-        total = denominator(reduction, logits[:, 0], valid, sample_weight)
-        scale = 1.0 / torch.as_tensor(total, dtype=logits.dtype, device=logits.device)
+    sample_weight = per_sample_weight(weight, safe_target, valid, logits.dtype)
+    # F.cross_entropy's weighted mean: divided by the summed weights of the samples that count.
+    # logits[:, 0]: a view with one entry per sample, in the logits' dtype, for denominator's count and sum.
+    scale = reduction_scale(reduction, logits[:, 0], valid, safe_target, sample_weight)
     return ClosedFormLoss.apply(_ldam_kernel, compile_kernel, logits, safe_target, (s,), margins, sample_weight,
                                 scale)
 
