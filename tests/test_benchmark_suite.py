@@ -125,9 +125,9 @@ def test_plain_loop_knobs_build_the_model_they_name_and_average_members(monkeypa
     members: list[int] = []
     real = references.plain_mlp_logits
 
-    def spy(data, seed, *args):  # type: ignore[no-untyped-def]
+    def spy(data, seed, *args, **kwargs):  # type: ignore[no-untyped-def]
         members.append(seed)
-        return real(data, seed, *args)
+        return real(data, seed, *args, **kwargs)
 
     real_adamw = torch.optim.AdamW
 
@@ -204,3 +204,88 @@ def test_plain_loop_refuses_an_averaging_start_outside_training(average_from: fl
             "x_test": np.ones((2, 2), np.float32), "y_test": np.array([0, 1])}
     with pytest.raises(ValueError, match=rf"`average_from` to be in \[0, 1\), but got {average_from}"):
         references.plain_mlp_logits(data, 0, True, 1, 64, 1.0, 0.0, 0, (4,), 0.0, average_from=average_from)
+
+
+def small_table(rows: int = 30, seed: int = 2) -> dict[str, np.ndarray]:
+    """A 3-class table of ``rows`` training rows (2/3, 2/9, 1/9 of them) and 9 test rows."""
+    rng = np.random.default_rng(seed)
+    counts = [rows * 2 // 3, rows * 2 // 9, rows - rows * 2 // 3 - rows * 2 // 9]
+    return {"x_train": rng.lognormal(size=(rows, 4)).astype(np.float32), "y_train": np.repeat([0, 1, 2], counts),
+            "x_test": rng.lognormal(size=(9, 4)).astype(np.float32), "y_test": np.repeat([0, 1, 2], 3)}
+
+
+def test_plain_loop_quantile_knob_trains_and_tests_on_the_training_rows_quantiles() -> None:
+    from sklearn.preprocessing import QuantileTransformer
+
+    data = small_table()
+    transform = QuantileTransformer(n_quantiles=30, output_distribution="normal", random_state=0)
+    transformed = {**data, "x_train": transform.fit_transform(data["x_train"]).astype(np.float32),
+                   "x_test": transform.transform(data["x_test"]).astype(np.float32)}
+    logits = references.plain_mlp_logits(data, 0, True, 3, quantile=True)
+    torch.testing.assert_close(logits, references.plain_mlp_logits(transformed, 0, True, 3))
+    assert not torch.allclose(logits, references.plain_mlp_logits(data, 0, True, 3))
+
+
+def record_steps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every AdamW step the loop takes."""
+    rates: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    return rates
+
+
+def test_plain_loop_cosine_knob_decays_the_rate_on_a_half_cosine(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = record_steps(monkeypatch)
+    references.plain_mlp_logits(small_table(), 0, True, 4, cosine=True)  # 30 rows: one step an epoch
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    assert rates == pytest.approx(expected)
+    rates.clear()
+    references.plain_mlp_logits(small_table(), 0, True, 4)
+    assert rates == [1e-3] * 4
+
+
+def test_plain_loop_label_smoothing_reaches_every_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    real = references.F.cross_entropy
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["label_smoothing"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(references.F, "cross_entropy", spy)
+    references.plain_mlp_logits(small_table(), 0, True, 2, mixup_alpha=0.4, label_smoothing=0.1)
+    assert seen == [0.1] * 4  # 2 steps, the two mixed targets each
+
+
+def test_plain_loop_batch_norm_nets_drop_a_last_partial_batch_unless_it_is_the_only_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = record_steps(monkeypatch)
+    references.plain_mlp_logits(small_table(65), 0, True, 3, batch_norm=True)  # a last batch of 1 would fail
+    assert len(rates) == 3  # 65 rows: the full batch of 64 each epoch
+    rates.clear()
+    references.plain_mlp_logits(small_table(65), 0, True, 3)
+    assert len(rates) == 6  # without batch norm, the batch of one trains too
+    rates.clear()
+    references.plain_mlp_logits(small_table(30), 0, True, 3, batch_norm=True)
+    assert len(rates) == 3  # 30 rows: the only batch is kept
+
+
+def test_plain_loop_model_families_have_the_layers_they_name() -> None:
+    d, inputs, classes = 8, 4, 3
+    batch_norm = references.network(inputs, classes, (d,), 0.0, True, 0)
+    assert [type(m).__name__ for m in batch_norm] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    resnet = references.network(inputs, classes, (d,), 0.1, False, 2)
+    block = 2 * d + 2 * (d * d + d)  # batch norm, then two d x d linear layers
+    expected = (inputs * d + d) + 2 * block + 2 * d + (d * classes + classes)
+    assert sum(p.numel() for p in resnet.parameters()) == expected
+    assert [m.p for m in resnet.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.0] * 2  # hidden, residual
+
+
+def test_plain_loop_refuses_weight_averaging_with_batch_norm() -> None:
+    with pytest.raises(ValueError, match=r"`average_from` to be 0 with batch normalisation, but got 0.5"):
+        references.plain_mlp_logits(small_table(), 0, True, 1, average_from=0.5, residual_blocks=1)

@@ -11,11 +11,15 @@ Each returns the test balanced accuracy (scikit-learn's ``balanced_accuracy_scor
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
+from sklearn.preprocessing import QuantileTransformer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -28,67 +32,105 @@ def log_prior(y_train: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.log(counts / counts.sum())
 
 
-def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, epochs: int = 60, batch_size: int = 64,
-              tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
-              mixup_alpha: float = 0.0, members: int = 1, average_from: float = 0.0, dropout: float = 0.0) -> float:
+def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, members: int = 1, **knobs) -> float:
     """Train the plain-PyTorch MLP on all of ``x_train`` and score its last epoch on the test split.
 
-    The references use the defaults; ``tau`` (the LA shift's scale), ``weight_decay``
-    (AdamW's), ``min_steps`` (more epochs until that many steps), ``hidden`` (the
-    layer widths, ``()`` for a linear model), ``mixup_alpha`` (mixup's Beta(a, a),
-    one draw per batch; 0 for none), ``members`` (an ensemble averaging the
-    members' log-probabilities), ``average_from`` (test the running mean of the
-    weights over the steps after that fraction of training, SWA-style; 0 for the
-    last weights) and ``dropout`` (after each hidden ReLU) are
-    the knobs that :mod:`benchmarks.suite.search` varies on validation hold-outs.
+    The references use the defaults. ``members`` makes an ensemble averaging the
+    members' log-probabilities (member ``m`` seeded ``seed + 1000 m``); ``knobs``
+    are those of :func:`plain_mlp_logits`, which :mod:`benchmarks.suite.search`
+    varies on validation hold-outs.
     """
-    log_probs = sum(torch.log_softmax(plain_mlp_logits(data, seed + 1000 * member, logit_adjusted, epochs, batch_size,
-                                                       tau, weight_decay, min_steps, hidden, mixup_alpha,
-                                                       average_from, dropout), dim=1)
+    log_probs = sum(torch.log_softmax(plain_mlp_logits(data, seed + 1000 * member, logit_adjusted, **knobs), dim=1)
                     for member in range(members))
     predictions = log_probs.argmax(dim=1).numpy()
     return float(balanced_accuracy_score(data["y_test"], predictions))
 
 
-def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int, batch_size: int, tau: float,
-                     weight_decay: float, min_steps: int, hidden: tuple[int, ...], mixup_alpha: float,
-                     average_from: float = 0.0, dropout: float = 0.0) -> torch.Tensor:
-    """One member of :func:`plain_mlp`: its test logits."""
+def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int = 60, batch_size: int = 64,
+                     tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
+                     mixup_alpha: float = 0.0, average_from: float = 0.0, dropout: float = 0.0, *,
+                     quantile: bool = False, cosine: bool = False, label_smoothing: float = 0.0,
+                     batch_norm: bool = False, residual_blocks: int = 0) -> torch.Tensor:
+    """One member of :func:`plain_mlp`: its test logits.
+
+    Knobs: ``tau`` (the LA shift's scale), ``weight_decay`` (AdamW's),
+    ``min_steps`` (more epochs until that many steps), ``hidden`` (the layer
+    widths, ``()`` for a linear model), ``mixup_alpha`` (mixup's Beta(a, a), one
+    draw per batch; 0 for none), ``average_from`` (test the running mean of the
+    weights over the steps after that fraction of training, SWA-style; 0 for the
+    last weights), ``dropout`` (after each hidden ReLU), ``quantile`` (features
+    through scikit-learn's ``QuantileTransformer`` to a normal, fitted on the
+    training rows), ``cosine`` (the learning rate decays to 0 on a half cosine
+    over the steps), ``label_smoothing`` (``F.cross_entropy``'s), ``batch_norm``
+    (after each hidden linear layer) and ``residual_blocks`` (the tabular ResNet
+    of Gorishniy et al. 2021, ``rtdl_revisiting_models.ResNet``, with that many
+    blocks of width ``hidden[0]`` and ``dropout`` inside each block).
+    """
+    if not 0.0 <= average_from < 1.0:  # from 1 on nothing is averaged and the initial weights would be tested
+        raise ValueError(f"Expected argument `average_from` to be in [0, 1), but got {average_from}.")
+    normalised = batch_norm or residual_blocks > 0
+    if average_from and normalised:  # averaged weights would test batch statistics of other weights
+        raise ValueError(f"Expected argument `average_from` to be 0 with batch normalisation, but got {average_from}.")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     num_classes = int(data["y_train"].max()) + 1
-    x, y = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
-    widths = [x.shape[1], *hidden]
-    layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths, widths[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
-    model = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
-    if not 0.0 <= average_from < 1.0:  # from 1 on nothing is averaged and the initial weights would be tested
-        raise ValueError(f"Expected argument `average_from` to be in [0, 1), but got {average_from}.")
+    x_train, x_test = data["x_train"], data["x_test"]
+    if quantile:
+        transform = QuantileTransformer(n_quantiles=min(1000, len(x_train)), output_distribution="normal",
+                                        subsample=None, random_state=seed)
+        x_train, x_test = transform.fit_transform(x_train), transform.transform(x_test)
+    x = torch.as_tensor(x_train, dtype=torch.float32)
+    y = torch.as_tensor(data["y_train"])
+    model = network(x.shape[1], num_classes, hidden, dropout, batch_norm, residual_blocks)
     averaged = torch.optim.swa_utils.AveragedModel(model) if average_from else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    # Batch normalisation cannot train on a last batch of one sample: such nets drop the last
+    # partial batch, unless it is the only one.
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                        drop_last=normalised and len(x) > batch_size)
     num_epochs = max(epochs, -(-min_steps // len(loader)))
-    first_averaged_step, step = int(average_from * num_epochs * len(loader)), 0
+    total_steps = num_epochs * len(loader)
+    first_averaged_step, step = int(average_from * total_steps), 0
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: 0.5 * (1.0 + math.cos(math.pi * done / total_steps))) if cosine else None
+    loss_of = functools.partial(F.cross_entropy, label_smoothing=label_smoothing)
     for _ in range(num_epochs):
         for inputs, targets in loader:
             if mixup_alpha:
                 lam, partner = float(rng.beta(mixup_alpha, mixup_alpha)), torch.randperm(len(targets))
                 logits = model(lam * inputs + (1 - lam) * inputs[partner]) + shift
-                loss = lam * F.cross_entropy(logits, targets) + (1 - lam) * F.cross_entropy(logits, targets[partner])
+                loss = lam * loss_of(logits, targets) + (1 - lam) * loss_of(logits, targets[partner])
             else:
-                loss = F.cross_entropy(model(inputs) + shift, targets)
+                loss = loss_of(model(inputs) + shift, targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             step += 1
             if averaged is not None and step > first_averaged_step:
                 averaged.update_parameters(model)
     tested = averaged if averaged is not None else model
     tested.eval()
     with torch.no_grad():
-        return tested(torch.as_tensor(data["x_test"]))
+        return tested(torch.as_tensor(x_test, dtype=torch.float32))
+
+
+def network(inputs: int, num_classes: int, hidden: tuple[int, ...], dropout: float, batch_norm: bool,
+            residual_blocks: int) -> nn.Module:
+    """The plain loop's model: an MLP of ``hidden`` widths, or the tabular ResNet of width ``hidden[0]``."""
+    if residual_blocks:
+        from rtdl_revisiting_models import ResNet
+
+        return ResNet(d_in=inputs, d_out=num_classes, n_blocks=residual_blocks, d_block=hidden[0],
+                      d_hidden=hidden[0], d_hidden_multiplier=None, dropout1=dropout, dropout2=0.0)
+    widths = [inputs, *hidden]
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, widths[1:]):
+        layers += ([nn.Linear(width_in, width_out)] + ([nn.BatchNorm1d(width_out)] if batch_norm else [])
+                   + [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else []))
+    return nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
 
 def plain_ce(data: Arrays, seed: int) -> float:

@@ -50,6 +50,18 @@ CANDIDATES: dict[str, dict] = {
     "la_drop0.3_steps1000_swa0.5": {"dropout": 0.3, "min_steps": 1000, "average_from": 0.5},
     "mixup0.4_steps1000_m3": {"mixup_alpha": 0.4, "min_steps": 1000, "members": 3},
     "la_m3": {"members": 3},
+    # Round 3 (recipe_search_round3.md): mixup's alpha, and other model families and training knobs.
+    "mixup0.2_steps1000": {"mixup_alpha": 0.2, "min_steps": 1000},
+    "mixup0.1_steps1000": {"mixup_alpha": 0.1, "min_steps": 1000},
+    "qt_la": {"quantile": True},
+    "qt_mixup0.4_steps1000": {"quantile": True, "mixup_alpha": 0.4, "min_steps": 1000},
+    "qt_cos_mixup0.4_steps1000": {"quantile": True, "cosine": True, "mixup_alpha": 0.4, "min_steps": 1000},
+    "cos_mixup0.4_steps1000": {"cosine": True, "mixup_alpha": 0.4, "min_steps": 1000},
+    "ls0.1_mixup0.4_steps1000": {"label_smoothing": 0.1, "mixup_alpha": 0.4, "min_steps": 1000},
+    "bn_mixup0.4_steps1000": {"batch_norm": True, "mixup_alpha": 0.4, "min_steps": 1000},
+    "res2_steps1000": {"residual_blocks": 2, "dropout": 0.1, "min_steps": 1000},
+    "res2_mixup0.4_steps1000": {"residual_blocks": 2, "dropout": 0.1, "mixup_alpha": 0.4, "min_steps": 1000},
+    "res2_mixup0.2_steps1000": {"residual_blocks": 2, "dropout": 0.1, "mixup_alpha": 0.2, "min_steps": 1000},
 }
 
 
