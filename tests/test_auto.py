@@ -93,3 +93,9 @@ def test_bad_auto_settings_fail_in_one_line_before_anything_trains(train_cfg, cl
     with pytest.raises(ValueError, match=message):
         train(auto_cfg(train_cfg, clusters, override))
     assert not (tmp_path / "auto").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_auto_keeps_the_mixup_alpha_its_candidates_were_chosen_with(train_cfg) -> None:
+    # The recipe moved to alpha 0.2 after auto's candidates were chosen and measured with 0.4.
+    assert train_cfg("experiment=longtail_recipe").mixup.alpha == 0.2
+    assert train_cfg("experiment=auto").mixup.alpha == 0.4

@@ -75,7 +75,7 @@ def test_recipe_trains_on_every_sample_with_mixup_for_at_least_min_steps(train_c
              x_test=rng.normal(size=(12, 5)).astype(np.float32), y_test=y_test)
     cfg = train_cfg("experiment=longtail_recipe", "data=npz", f"data.path={path}", "data.batch_size=16",
                     "callbacks.minimum_steps.min_steps=20", "callbacks.plots=null")
-    assert (cfg.data.val_fraction, cfg.mixup.alpha, cfg.callbacks.model_checkpoint.monitor) == (0.0, 0.4, None)
+    assert (cfg.data.val_fraction, cfg.mixup.alpha, cfg.callbacks.model_checkpoint.monitor) == (0.0, 0.2, None)
     train(cfg)
     # All 39 samples train (no hold-out): 3 batches of 16 an epoch; FAST's max_epochs=1 becomes
     # ceil(20 / 3) = 7 epochs, and the last one (index 6) is the checkpoint tested.
