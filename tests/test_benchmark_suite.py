@@ -76,9 +76,9 @@ def test_plain_la_loop_trains_on_logits_plus_log_prior(monkeypatch: pytest.Monke
     seen: list[torch.Tensor] = []
     real = references.F.cross_entropy
 
-    def spy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def spy(logits: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:  # type: ignore[no-untyped-def]
         seen.append(logits.detach().clone())
-        return real(logits, target)
+        return real(logits, target, **kwargs)
 
     monkeypatch.setattr(references.F, "cross_entropy", spy)
     references.plain_mlp(data, seed=0, logit_adjusted=False, epochs=1)

@@ -139,8 +139,8 @@ def largest_head(available: np.ndarray, imbalance_ratio: float) -> int:
     Example:
         >>> largest_head(np.array([56, 44, 33]), 10)
         56
-        >>> largest_head(np.array([100, 5]), 10)
-        50
+        >>> largest_head(np.array([100, 5]), 10)  # the tail's quota is int(n_max / 10): 5 up to 59
+        59
     """
     num_classes = available.size
     n_max = int(available[0])
