@@ -262,20 +262,42 @@ def test_plain_loop_label_smoothing_reaches_every_loss(monkeypatch: pytest.Monke
     assert seen == [0.1] * 4  # 2 steps, the two mixed targets each
 
 
-def test_plain_loop_batch_norm_nets_drop_a_last_partial_batch_unless_it_is_the_only_one(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_loop_batch_norm_nets_drop_a_last_batch_of_one_and_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
     rates = record_steps(monkeypatch)
-    references.plain_mlp_logits(small_table(65), 0, True, 3, batch_norm=True)  # a last batch of 1 would fail
+    references.plain_mlp_logits(small_table(65), 0, True, 3, batch_norm=True)  # a batch of 1 would fail
     assert len(rates) == 3  # 65 rows: the full batch of 64 each epoch
     rates.clear()
     references.plain_mlp_logits(small_table(65), 0, True, 3)
     assert len(rates) == 6  # without batch norm, the batch of one trains too
     rates.clear()
+    references.plain_mlp_logits(small_table(100), 0, True, 3, batch_norm=True)
+    assert len(rates) == 6  # 100 rows: the last batch of 36 trains
+    rates.clear()
     references.plain_mlp_logits(small_table(30), 0, True, 3, batch_norm=True)
-    assert len(rates) == 3  # 30 rows: the only batch is kept
+    assert len(rates) == 3  # 30 rows: the only batch trains
+
+
+def test_plain_loop_trains_the_model_family_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("rtdl_revisiting_models")
+    built: list[nn.Module] = []
+    real = references.network
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        built.append(real(*args))
+        return built[-1]
+
+    monkeypatch.setattr(references, "network", spy)
+    data = small_table(65)
+    logits = references.plain_mlp_logits(data, 0, True, 2, batch_norm=True)
+    assert [type(m).__name__ for m in built[-1]] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert int(built[-1][1].num_batches_tracked) == 2  # trained: 2 epochs of one batch of 64
+    resnet_logits = references.plain_mlp_logits(data, 0, True, 2, dropout=0.1, residual_blocks=2)
+    assert type(built[-1]).__name__ == "ResNet" and len(built[-1].blocks) == 2
+    assert resnet_logits.shape == logits.shape == (9, 3) and not torch.allclose(resnet_logits, logits)
 
 
 def test_plain_loop_model_families_have_the_layers_they_name() -> None:
+    pytest.importorskip("rtdl_revisiting_models")
     d, inputs, classes = 8, 4, 3
     batch_norm = references.network(inputs, classes, (d,), 0.0, True, 0)
     assert [type(m).__name__ for m in batch_norm] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
@@ -286,6 +308,15 @@ def test_plain_loop_model_families_have_the_layers_they_name() -> None:
     assert [m.p for m in resnet.modules() if isinstance(m, nn.Dropout)] == [0.1, 0.0] * 2  # hidden, residual
 
 
+@pytest.mark.parametrize(("knobs", "message"), [
+    ({"residual_blocks": -1}, r"`residual_blocks` to be at least 0, but got -1"),
+    ({"residual_blocks": 2, "hidden": ()}, r"`hidden` to give the ResNet's width, but got \(\)"),
+])
+def test_plain_loop_refuses_a_resnet_it_cannot_build(knobs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        references.plain_mlp_logits(small_table(), 0, True, 1, **knobs)
+
+
 def test_plain_loop_refuses_weight_averaging_with_batch_norm() -> None:
-    with pytest.raises(ValueError, match=r"`average_from` to be 0 with batch normalisation, but got 0.5"):
+    with pytest.raises(ValueError, match=r"`average_from` to be 0 with batch_norm=False and residual_blocks=1, but got 0.5"):
         references.plain_mlp_logits(small_table(), 0, True, 1, average_from=0.5, residual_blocks=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,13 +33,22 @@ def log_prior(y_train: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.log(counts / counts.sum())
 
 
-def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, members: int = 1, **knobs) -> float:
+def plain_mlp(data: Arrays, seed: int, logit_adjusted: bool, *, members: int = 1, **knobs: Any) -> float:
     """Train the plain-PyTorch MLP on all of ``x_train`` and score its last epoch on the test split.
 
-    The references use the defaults. ``members`` makes an ensemble averaging the
-    members' log-probabilities (member ``m`` seeded ``seed + 1000 m``); ``knobs``
-    are those of :func:`plain_mlp_logits`, which :mod:`benchmarks.suite.search`
-    varies on validation hold-outs.
+    The references use the defaults.
+
+    Args:
+        data: ``x_train``, ``y_train``, ``x_test``, ``y_test``.
+        seed: seeds torch and numpy.
+        logit_adjusted: train on ``logits + log_prior`` (Menon et al. 2021) instead of plain CE.
+        members: an ensemble of that many loops averaging their log-probabilities
+            (member ``m`` seeded ``seed + 1000 m``).
+        **knobs: those of :func:`plain_mlp_logits`, which :mod:`benchmarks.suite.search`
+            varies on validation hold-outs.
+
+    Returns:
+        The test balanced accuracy (scikit-learn's ``balanced_accuracy_score``).
     """
     log_probs = sum(torch.log_softmax(plain_mlp_logits(data, seed + 1000 * member, logit_adjusted, **knobs), dim=1)
                     for member in range(members))
@@ -53,24 +63,40 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
                      batch_norm: bool = False, residual_blocks: int = 0) -> torch.Tensor:
     """One member of :func:`plain_mlp`: its test logits.
 
-    Knobs: ``tau`` (the LA shift's scale), ``weight_decay`` (AdamW's),
-    ``min_steps`` (more epochs until that many steps), ``hidden`` (the layer
-    widths, ``()`` for a linear model), ``mixup_alpha`` (mixup's Beta(a, a), one
-    draw per batch; 0 for none), ``average_from`` (test the running mean of the
-    weights over the steps after that fraction of training, SWA-style; 0 for the
-    last weights), ``dropout`` (after each hidden ReLU), ``quantile`` (features
-    through scikit-learn's ``QuantileTransformer`` to a normal, fitted on the
-    training rows), ``cosine`` (the learning rate decays to 0 on a half cosine
-    over the steps), ``label_smoothing`` (``F.cross_entropy``'s), ``batch_norm``
-    (after each hidden linear layer) and ``residual_blocks`` (the tabular ResNet
-    of Gorishniy et al. 2021, ``rtdl_revisiting_models.ResNet``, with that many
-    blocks of width ``hidden[0]`` and ``dropout`` inside each block).
+    Args:
+        data, seed, logit_adjusted: see :func:`plain_mlp`.
+        epochs: passes over the training rows, in batches of ``batch_size``, shuffled.
+        batch_size: rows per step.
+        tau: the scale of the logit-adjustment shift.
+        weight_decay: AdamW's (learning rate 1e-3).
+        min_steps: more epochs until at least that many steps.
+        hidden: the hidden layer widths, ``()`` for a linear model.
+        mixup_alpha: mixup's Beta(a, a), one draw per batch; 0 for none.
+        average_from: test the running mean of the weights over the steps after
+            that fraction of training (SWA-style); 0 tests the last weights.
+        dropout: after each hidden ReLU (inside each block of the ResNet).
+        quantile: features through scikit-learn's ``QuantileTransformer`` to a
+            normal, fitted on the training rows.
+        cosine: the learning rate decays to 0 on a half cosine over the steps.
+        label_smoothing: ``F.cross_entropy``'s.
+        batch_norm: batch normalisation after each hidden linear layer.
+        residual_blocks: that many blocks of the tabular ResNet of Gorishniy et
+            al. 2021 (``rtdl_revisiting_models.ResNet``, width ``hidden[0]``)
+            instead of the MLP; 0 for the MLP.
+
+    Returns:
+        The ``(len(x_test), C)`` test logits (without the shift).
     """
     if not 0.0 <= average_from < 1.0:  # from 1 on nothing is averaged and the initial weights would be tested
         raise ValueError(f"Expected argument `average_from` to be in [0, 1), but got {average_from}.")
+    if residual_blocks < 0:
+        raise ValueError(f"Expected argument `residual_blocks` to be at least 0, but got {residual_blocks}.")
+    if residual_blocks and not hidden:
+        raise ValueError(f"Expected argument `hidden` to give the ResNet's width, but got {hidden}.")
     normalised = batch_norm or residual_blocks > 0
     if average_from and normalised:  # averaged weights would test batch statistics of other weights
-        raise ValueError(f"Expected argument `average_from` to be 0 with batch normalisation, but got {average_from}.")
+        raise ValueError(f"Expected argument `average_from` to be 0 with batch_norm={batch_norm} and "
+                         f"residual_blocks={residual_blocks}, but got {average_from}.")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     num_classes = int(data["y_train"].max()) + 1
@@ -85,10 +111,10 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
     averaged = torch.optim.swa_utils.AveragedModel(model) if average_from else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
-    # Batch normalisation cannot train on a last batch of one sample: such nets drop the last
-    # partial batch, unless it is the only one.
+    # Batch normalisation cannot train on a batch of one sample: such nets drop a last batch of
+    # one (a different row each epoch), and no other.
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                        drop_last=normalised and len(x) > batch_size)
+                        drop_last=normalised and len(x) > batch_size and len(x) % batch_size == 1)
     num_epochs = max(epochs, -(-min_steps // len(loader)))
     total_steps = num_epochs * len(loader)
     first_averaged_step, step = int(average_from * total_steps), 0
@@ -119,7 +145,16 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
 
 def network(inputs: int, num_classes: int, hidden: tuple[int, ...], dropout: float, batch_norm: bool,
             residual_blocks: int) -> nn.Module:
-    """The plain loop's model: an MLP of ``hidden`` widths, or the tabular ResNet of width ``hidden[0]``."""
+    """The plain loop's model: an MLP of ``hidden`` widths, or the tabular ResNet of width ``hidden[0]``.
+
+    Args:
+        inputs: features per row.
+        num_classes: outputs.
+        hidden, dropout, batch_norm, residual_blocks: see :func:`plain_mlp_logits`.
+
+    Returns:
+        The untrained model, built from the current torch seed.
+    """
     if residual_blocks:
         from rtdl_revisiting_models import ResNet
 
