@@ -320,3 +320,33 @@ def test_plain_loop_refuses_a_resnet_it_cannot_build(knobs: dict, message: str) 
 def test_plain_loop_refuses_weight_averaging_with_batch_norm() -> None:
     with pytest.raises(ValueError, match=r"`average_from` to be 0 with batch_norm=False and residual_blocks=1, but got 0.5"):
         references.plain_mlp_logits(small_table(), 0, True, 1, average_from=0.5, residual_blocks=1)
+
+
+def test_plain_loop_mixes_for_the_first_mixup_until_fraction_of_the_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws: list[float] = []
+    data = small_table()
+    monkeypatch.setattr(references.np.random, "default_rng", lambda seed: BetaCounter(seed, draws))
+    references.plain_mlp_logits(data, 0, True, 10, mixup_alpha=0.4, mixup_until=0.3)
+    assert len(draws) == 3  # 30 rows: one step an epoch, mixed in steps 0, 1, 2 of 10
+    draws.clear()
+    references.plain_mlp_logits(data, 0, True, 10, mixup_alpha=0.4)
+    assert len(draws) == 10
+
+
+class BetaCounter:
+    """A numpy generator that counts its ``beta`` draws (one per mixed batch)."""
+
+    real_default_rng = staticmethod(np.random.default_rng)  # before a test patches it
+
+    def __init__(self, seed: int, draws: list[float]) -> None:
+        self.rng, self.draws = self.real_default_rng(seed), draws
+
+    def beta(self, a: float, b: float) -> float:
+        self.draws.append(float(self.rng.beta(a, b)))
+        return self.draws[-1]
+
+
+@pytest.mark.parametrize("mixup_until", [0.0, 1.5])
+def test_plain_loop_refuses_a_mixup_end_outside_training(mixup_until: float) -> None:
+    with pytest.raises(ValueError, match=rf"`mixup_until` to be in \(0, 1\], but got {mixup_until}"):
+        references.plain_mlp_logits(small_table(), 0, True, 1, mixup_alpha=0.2, mixup_until=mixup_until)

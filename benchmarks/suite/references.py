@@ -60,7 +60,7 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
                      tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
                      mixup_alpha: float = 0.0, average_from: float = 0.0, dropout: float = 0.0, *,
                      quantile: bool = False, cosine: bool = False, label_smoothing: float = 0.0,
-                     batch_norm: bool = False, residual_blocks: int = 0) -> torch.Tensor:
+                     batch_norm: bool = False, residual_blocks: int = 0, mixup_until: float = 1.0) -> torch.Tensor:
     """One member of :func:`plain_mlp`: its test logits.
 
     Args:
@@ -83,6 +83,8 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
         residual_blocks: that many blocks of the tabular ResNet of Gorishniy et
             al. 2021 (``rtdl_revisiting_models.ResNet``, width ``hidden[0]``)
             instead of the MLP; 0 for the MLP.
+        mixup_until: mixup for that fraction of the steps, plain batches after
+            it (1: mixup to the end).
 
     Returns:
         The ``(len(x_test), C)`` test logits (without the shift).
@@ -93,6 +95,8 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
         raise ValueError(f"Expected argument `residual_blocks` to be at least 0, but got {residual_blocks}.")
     if residual_blocks and not hidden:
         raise ValueError(f"Expected argument `hidden` to give the ResNet's width, but got {hidden}.")
+    if not 0.0 < mixup_until <= 1.0:
+        raise ValueError(f"Expected argument `mixup_until` to be in (0, 1], but got {mixup_until}.")
     normalised = batch_norm or residual_blocks > 0
     if average_from and normalised:  # averaged weights would test batch statistics of other weights
         raise ValueError(f"Expected argument `average_from` to be 0 with batch_norm={batch_norm} and "
@@ -119,12 +123,13 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
     num_epochs = max(epochs, -(-min_steps // len(loader)))
     total_steps = num_epochs * len(loader)
     first_averaged_step, step = int(average_from * total_steps), 0
+    last_mixed_step = mixup_until * total_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda done: 0.5 * (1.0 + math.cos(math.pi * done / total_steps))) if cosine else None
     loss_of = functools.partial(F.cross_entropy, label_smoothing=label_smoothing)
     for _ in range(num_epochs):
         for inputs, targets in loader:
-            if mixup_alpha:
+            if mixup_alpha and step < last_mixed_step:
                 lam, partner = float(rng.beta(mixup_alpha, mixup_alpha)), torch.randperm(len(targets))
                 logits = model(lam * inputs + (1 - lam) * inputs[partner]) + shift
                 loss = lam * loss_of(logits, targets) + (1 - lam) * loss_of(logits, targets[partner])

@@ -62,6 +62,13 @@ CANDIDATES: dict[str, dict] = {
     "res2_steps1000": {"residual_blocks": 2, "dropout": 0.1, "min_steps": 1000},
     "res2_mixup0.4_steps1000": {"residual_blocks": 2, "dropout": 0.1, "mixup_alpha": 0.4, "min_steps": 1000},
     "res2_mixup0.2_steps1000": {"residual_blocks": 2, "dropout": 0.1, "mixup_alpha": 0.2, "min_steps": 1000},
+    # Round 4: mixup's last steps without mixing, and dropout beside mixup.
+    "mixup0.2_steps1000_until0.5": {"mixup_alpha": 0.2, "min_steps": 1000, "mixup_until": 0.5},
+    "mixup0.2_steps1000_until0.8": {"mixup_alpha": 0.2, "min_steps": 1000, "mixup_until": 0.8},
+    "mixup0.4_steps1000_until0.8": {"mixup_alpha": 0.4, "min_steps": 1000, "mixup_until": 0.8},
+    "mixup0.2_drop0.3_steps1000": {"mixup_alpha": 0.2, "dropout": 0.3, "min_steps": 1000},
+    "mixup0.2_drop0.3_steps1000_until0.8": {"mixup_alpha": 0.2, "dropout": 0.3, "min_steps": 1000,
+                                            "mixup_until": 0.8},
 }
 
 
