@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="re-aggregate an earlier --suite sweep directory instead of running one")
     suite.add_argument("--rename", nargs="+", default=[], metavar="OLD=NEW",
                        help="with --collect: rows of a config since renamed (e.g. longtail_recipe=longtail_la)")
+    suite.add_argument("--raw", action="store_true",
+                       help="features in their own units, not standardised (the library standardises data=npz itself)")
     suite.add_argument("--jobs", type=int, default=2, help="datasets trained at once (one process each)")
     suite.add_argument("--results", type=Path, default=None,
                        help="where suite.csv/.md go (default: benchmarks/results; the sweep dir with --quick)")
@@ -232,7 +234,7 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise ValueError(f"Expected argument `--datasets` to name suite datasets ({', '.join(BY_NAME)}), but got {unknown[0]}.")
     run = harness.SuiteRun(datasets=args.datasets or list(BY_NAME), methods=args.methods, experiments=experiments,
                            seeds=args.seeds, references=args.references or list(harness.REFERENCES),
-                           epochs=args.epochs, overrides=args.overrides, jobs=args.jobs)
+                           epochs=args.epochs, overrides=args.overrides, jobs=args.jobs, raw=args.raw)
     started = time.perf_counter()
     if args.collect is not None:
         sweep_dir, codes = args.collect.resolve(), []

@@ -63,6 +63,20 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_bool(name: str, value: bool, exc: type[Exception] = ValueError) -> bool:
+    """Return ``value`` if it is a bool (``0``, ``1`` and ``"true"`` are refused, not read as flags).
+
+    Example:
+        >>> check_bool("standardize", "yes")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected argument `standardize` to be a bool, but got 'yes'.
+    """
+    if not isinstance(value, bool):
+        fail(name, "a bool", value, exc)
+    return value
+
+
 def check_positive_int(name: str, value: int) -> int:
     """Return ``value`` if it is an int ``> 0``."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

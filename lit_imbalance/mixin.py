@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_imbalance import _compat
-from lit_imbalance._checks import check_non_negative, fail
+from lit_imbalance._checks import check_bool, check_non_negative, fail
 from lit_imbalance.counts import ClassCounts, datamodule_class_counts, dataset_class_counts
 from lit_imbalance.criterion import ImbalanceCriterion, check_soft_targets, count_tensor
 from lit_imbalance.heads import find_classifier_head
@@ -191,8 +191,7 @@ class ImbalanceMixin:
                      "multi-label decisions are tuned by the threshold group)", posthoc_tau)
         elif posthoc_tau is not None:
             check_non_negative("posthoc_tau", posthoc_tau)
-        if not isinstance(bias_prior, bool):
-            fail("bias_prior", "a bool", bias_prior, TypeError)
+        check_bool("bias_prior", bias_prior, TypeError)
         if head is not None and not isinstance(head, (nn.Module, str)):
             fail("head", "an nn.Module, an attribute path or None", head, TypeError)
         self.imbalance_task = task

@@ -350,3 +350,11 @@ class BetaCounter:
 def test_plain_loop_refuses_a_mixup_end_outside_training(mixup_until: float) -> None:
     with pytest.raises(ValueError, match=rf"`mixup_until` to be in \(0, 1\], but got {mixup_until}"):
         references.plain_mlp_logits(small_table(), 0, True, 1, mixup_alpha=0.2, mixup_until=mixup_until)
+
+
+def test_raw_build_keeps_the_features_in_their_own_units() -> None:
+    spec = datasets.BY_NAME["breast_cancer_r20"]
+    raw, standardised = datasets.build(spec, raw=True), datasets.build(spec)
+    assert all(np.array_equal(raw[k], standardised[k]) for k in ("y_train", "y_test"))
+    assert raw["x_train"].std(axis=0).max() > 100.0  # breast cancer's areas are in the hundreds
+    np.testing.assert_allclose(datasets.standardise(raw["x_train"], raw["x_test"])[1], standardised["x_test"], atol=1e-5)

@@ -135,3 +135,43 @@ def test_npz_error_through_hydra_names_the_config_key(tmp_path: Path) -> None:
         instantiate(cfg.data)
     assert "full_key: data" in str(error.value) and "absent.npz" in str(error.value)
     assert "`path`" in str(error.value)
+
+
+def test_npz_standardizes_every_split_with_the_training_rows_statistics(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from lit_imbalance.data.datamodule import stratified_holdout
+
+    scales = np.array([1.0, 1000.0, 0.01, 1.0])
+    arrays["x_train"] = arrays["x_train"] * scales + 50.0
+    arrays["x_train"][:, 3] = 7.0  # a constant feature: centred, never divided by its zero std
+    arrays["x_test"] = arrays["x_test"] * scales + 50.0
+    dm = NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), val_fraction=0.2)
+    kept, held = stratified_holdout(arrays["y_train"], 0.2, 0)
+    fit_rows = arrays["x_train"][kept].astype(np.float64)
+    mean, std = fit_rows.mean(axis=0), fit_rows.std(axis=0)
+    std[3] = 1.0
+    for split, x in (("train", arrays["x_train"][kept]), ("val", arrays["x_train"][held]), ("test", arrays["x_test"])):
+        np.testing.assert_allclose(dm.splits[split].x.numpy(), (x - mean) / std, rtol=1e-5, atol=1e-5)
+    assert dm.splits["train"].x.dtype == torch.float32
+    # Fitted on the training part only: the held-out rows do not have mean 0.
+    assert not np.allclose(dm.splits["val"].x.numpy().mean(axis=0)[:3], 0.0, atol=1e-3)
+    torch.testing.assert_close(dm.feature_scaler.mean, torch.from_numpy(mean))
+
+
+def test_npz_without_standardize_keeps_the_stored_features(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    arrays["x_train"] = arrays["x_train"] * 1000.0
+    dm = NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), val_fraction=0.0, standardize=False)
+    assert torch.equal(dm.splits["train"].x, torch.as_tensor(arrays["x_train"]))
+    assert dm.feature_scaler is None
+
+
+def test_npz_refuses_a_standardize_that_is_not_a_bool(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match=r"`standardize` to be a bool, but got 'yes'"):
+        NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), standardize="yes")  # type: ignore[arg-type]
+
+
+def test_npz_standardize_is_a_config_key(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path = write_npz(tmp_path / "d.npz", **{**arrays, "x_train": arrays["x_train"] * 1000.0})
+    raw = instantiate(compose_train(["data=npz", f"data.path={path}", "data.standardize=false"]).data)
+    scaled = instantiate(compose_train(["data=npz", f"data.path={path}"]).data)
+    assert float(raw.splits["train"].x.std()) > 100.0
+    assert float(scaled.splits["train"].x.std()) == pytest.approx(1.0, abs=0.05)

@@ -12,7 +12,8 @@ Every dataset is prepared the same way, deterministically from ``split_seed``:
 * **natural** datasets keep their own imbalance and hold out a *stratified*
   ``test_fraction`` of every class;
 * categorical columns are one-hot encoded, heavy-tailed counts ``log1p``-ed, and every
-  feature is standardised with the mean and std of the training split only.
+  feature is standardised with the mean and std of the training split only (``raw``:
+  left in its own units, to measure what a file of raw features does).
 
 The ``.npz`` has ``x_train, y_train, x_test, y_test`` and no validation arrays: how much
 of the training split to hold out is the method's choice, as it is on a user's data.
@@ -181,21 +182,28 @@ def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
 
 
-def build(spec: SuiteDataset) -> dict[str, np.ndarray]:
-    """The arrays of one suite dataset (``x_train, y_train, x_test, y_test``)."""
+def build(spec: SuiteDataset, raw: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of one suite dataset (``x_train, y_train, x_test, y_test``).
+
+    ``raw`` keeps the features in their own units (no standardisation), as a
+    user's file may hold them.
+    """
     x, raw_labels = spec.load()
     y = by_size(raw_labels)
     train, test = split(spec, y)
-    x_train, x_test = standardise(x[train], x[test])
+    if raw:
+        x_train, x_test = x[train].astype(np.float32), x[test].astype(np.float32)
+    else:
+        x_train, x_test = standardise(x[train], x[test])
     return {"x_train": x_train, "y_train": y[train], "x_test": x_test, "y_test": y[test]}
 
 
-def prepare(spec: SuiteDataset, data_dir: Path = DATA_DIR, force: bool = False) -> Path:
-    """Write ``<data_dir>/<name>.npz`` (if absent or ``force``) and return its path."""
-    path = Path(data_dir) / f"{spec.name}.npz"
+def prepare(spec: SuiteDataset, data_dir: Path = DATA_DIR, force: bool = False, raw: bool = False) -> Path:
+    """Write ``<data_dir>/<name>.npz`` (``<name>_raw.npz`` for ``raw``) if absent or ``force``; return its path."""
+    path = Path(data_dir) / f"{spec.name}{'_raw' if raw else ''}.npz"
     if force or not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = build(spec)
+        arrays = build(spec, raw)
         partial = path.with_suffix(".tmp.npz")
         np.savez_compressed(partial, **arrays)
         partial.replace(path)  # a crash never leaves a half-written cache entry

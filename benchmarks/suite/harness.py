@@ -56,6 +56,7 @@ class SuiteRun:
     epochs: int | None = None
     overrides: Sequence[str] = ()
     jobs: int = 1
+    raw: bool = False  # features in their own units, not standardised (datasets.build)
 
 
 def method_wrappers(methods: Sequence[str], directory: Path) -> Path:
@@ -130,7 +131,7 @@ def launch(run: SuiteRun, out: Path) -> tuple[list[dict], list[int]]:
         while pending and len(active) < run.jobs:
             name = pending.pop(0)
             log = (out / f"{name}.log").open("w")
-            command = sweep_command(run, prepare(BY_NAME[name]), out / name, search_dir)
+            command = sweep_command(run, prepare(BY_NAME[name], raw=run.raw), out / name, search_dir)
             active[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(0.5)
         for name in [n for n, p in active.items() if p.poll() is not None]:
@@ -147,7 +148,7 @@ def references(run: SuiteRun) -> list[dict]:
     torch.set_num_threads(1)
     rows = []
     for name in run.datasets:
-        with np.load(prepare(BY_NAME[name])) as archive:
+        with np.load(prepare(BY_NAME[name], raw=run.raw)) as archive:
             data = dict(archive)
         rows += [{**row, "kind": "reference"} for row in reference_rows(name, data, list(run.seeds), list(run.references))]
     return rows

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from lit_imbalance._checks import check_in_unit_interval, check_positive_int, fail
-from lit_imbalance.data.datamodule import ArrayDataModule, make_split, stratified_holdout
+from lit_imbalance._checks import check_bool, check_in_unit_interval, check_positive_int, fail
+from lit_imbalance.data.datamodule import ArrayDataModule, Split, make_split, stratified_holdout
+from lit_imbalance.data.scaling import Standardizer
 
 REQUIRED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -20,6 +21,9 @@ class NpzDataModule(ArrayDataModule):
     ``x_*`` are flat float feature vectors ``(N, D)``, ``y_*`` integer labels
     ``(N,)``. ``x_val, y_val`` are used when present; otherwise a stratified
     ``val_fraction`` of the training split is held out (seeded by ``split_seed``).
+    With ``standardize`` (the default), every feature is scaled by the mean and
+    standard deviation of the training split's rows (after the hold-out), see
+    :mod:`lit_imbalance.data.scaling`; already standardised features barely move.
 
     Args:
         path: the ``.npz`` file.
@@ -28,6 +32,8 @@ class NpzDataModule(ArrayDataModule):
         val_fraction: share of each training class held out for validation
             when the file has no validation arrays.
         split_seed: seed of that hold-out.
+        standardize: scale the features with the training rows' statistics
+            (:attr:`feature_scaler` keeps them); ``False`` keeps them as stored.
         class_names: optional display names, one per class.
         **loader_kwargs: forwarded to :class:`ArrayDataModule`.
     """
@@ -38,10 +44,12 @@ class NpzDataModule(ArrayDataModule):
         num_classes: int | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        standardize: bool = True,
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(**loader_kwargs)
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
+        check_bool("standardize", standardize)
         if num_classes is not None:
             check_positive_int("num_classes", num_classes)
         arrays = read_npz(path)
@@ -60,7 +68,11 @@ class NpzDataModule(ArrayDataModule):
                 fail("y_train", "a 1-D label array", f"an array of shape {y.shape}")
             kept, held = stratified_holdout(y, val_fraction, split_seed)
             pick = {"train": (x[kept], y[kept]), "val": (x[held], y[held]), "test": (arrays["x_test"], arrays["y_test"])}
-        self.splits = {name: make_split(name, x, y, num_classes) for name, (x, y) in pick.items()}
+        self.splits = {name: make_split(name, x, y, num_classes) for name, (x, y) in pick.items()}  # validated as stored
+        self.feature_scaler = Standardizer.fit(pick["train"][0]) if standardize else None
+        if self.feature_scaler is not None:
+            self.splits = {name: Split(self.feature_scaler.transform(x), self.splits[name].y)
+                           for name, (x, _) in pick.items()}
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

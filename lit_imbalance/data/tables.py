@@ -21,6 +21,7 @@ import pandas as pd
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
 from lit_imbalance.data.datamodule import check_test_fraction, ArrayDataModule, make_split, stratified_holdout
+from lit_imbalance.data.scaling import column_statistics
 
 CategoricalEncoding = Literal["onehot", "ordinal"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -57,12 +58,7 @@ class TableEncoder:
     def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot") -> TableEncoder:
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
-        values = train[numeric].to_numpy(dtype=np.float64)
-        mean = np.nanmean(values, axis=0) if numeric else np.zeros(0)
-        std = np.nanstd(values, axis=0) if numeric else np.zeros(0)
-        # A constant (or all-missing) column carries nothing: centre it, don't divide by zero.
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-        mean = np.where(np.isfinite(mean), mean, 0.0)
+        mean, std = column_statistics(train[numeric].to_numpy(dtype=np.float64))
         categories = {
             c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in train.columns if c not in numeric
         }

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lit_imbalance._checks import check_positive, fail
+from lit_imbalance._checks import check_bool, check_positive, fail
 from lit_imbalance.losses._common import (
     TINY,
     check_class_vector,
@@ -124,8 +124,7 @@ def fused_softmax_loss(
     check_reduction(reduction)
     gamma = check_gamma(gamma)
     scale = check_positive("scale", scale)
-    if not isinstance(weighted_mean, bool):
-        fail("weighted_mean", "a bool", weighted_mean)
+    check_bool("weighted_mean", weighted_mean)
     if is_soft_target(logits, target):
         if target_margin is not None or cost is not None or gamma != 0.0 or sample_weight is not None:
             # A margin, a cost row or a focal factor belongs to one true class; a mixed label has two.

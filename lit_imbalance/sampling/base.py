@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from lit_imbalance._checks import check_positive_int, fail
+from lit_imbalance._checks import check_bool, check_positive_int, fail
 from lit_imbalance.data.labels import as_label_tensor, class_counts, dataset_labels
 
 Labels = Sequence[int] | np.ndarray | torch.Tensor | Dataset
@@ -194,9 +194,7 @@ class EpochSampler(DistributedSampler):
         self.seed = check_seed("seed", seed)
         self.epoch = 0
         self.shuffle = True
-        if not isinstance(drop_last, bool):
-            fail("drop_last", "a bool", drop_last)
-        self.drop_last = drop_last
+        self.drop_last = check_bool("drop_last", drop_last)
         self._num_replicas = None if num_replicas is None else check_positive_int("num_replicas", num_replicas)
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
             fail("rank", "a non-negative integer", rank)

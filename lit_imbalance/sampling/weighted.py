@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lit_imbalance._checks import check_choice, check_positive_int, fail
+from lit_imbalance._checks import check_bool, check_choice, check_positive_int, fail
 from lit_imbalance.sampling.base import EpochSampler, Labels, class_sorted_index, index_dtype, resolve_labels, shuffle
 from lit_imbalance.weights import WEIGHT_SCHEMES, WeightScheme, class_weights
 
@@ -87,9 +87,7 @@ class WeightedSampler(EpochSampler):
     ) -> None:
         labels = resolve_labels(labels)
         super().__init__(labels, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
-        if not isinstance(replacement, bool):
-            fail("replacement", "a bool", replacement)
-        self.replacement = replacement
+        self.replacement = check_bool("replacement", replacement)
         size = labels.numel()
         self._dtype = index_dtype(size)
         counts = self.class_counts.numpy()
