@@ -261,7 +261,11 @@ def run_suite(args: argparse.Namespace, argv: list[str] | None) -> int:
         text += "\n`auto` (experiment=auto) picked, by mean hold-out validation balanced accuracy: " + "; ".join(picks) + ".\n"
     if args.collect is not None:
         text += f"\nRe-aggregated from {sweep_dir}; library runs {launched:.0f} s to collect here, references included above.\n"
-    results = args.results or (sweep_dir if args.quick else ROOT / "benchmarks" / "results")
+    if args.raw:
+        text = ("Raw features (`--raw`): every file holds the features in their own units; the library "
+                "standardises data=npz itself (data.standardize), the references train on them as stored.\n\n" + text)
+    # Quick and raw runs never replace the committed (standardised, full) results.
+    results = args.results or (sweep_dir if args.quick or args.raw else ROOT / "benchmarks" / "results")
     harness.write(table, Path(results), text)
     print(text)
     print(f"suite run time: {elapsed:.0f} s ({elapsed / 60:.1f} min) for {len(rows)} runs; "

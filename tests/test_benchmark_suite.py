@@ -358,3 +358,11 @@ def test_raw_build_keeps_the_features_in_their_own_units() -> None:
     assert all(np.array_equal(raw[k], standardised[k]) for k in ("y_train", "y_test"))
     assert raw["x_train"].std(axis=0).max() > 100.0  # breast cancer's areas are in the hundreds
     np.testing.assert_allclose(datasets.standardise(raw["x_train"], raw["x_test"])[1], standardised["x_test"], atol=1e-5)
+
+
+def test_raw_files_sit_beside_the_standardised_ones(tmp_path: Path) -> None:
+    spec = datasets.BY_NAME["iris_r10"]
+    raw, standardised = datasets.prepare(spec, tmp_path, raw=True), datasets.prepare(spec, tmp_path)
+    assert (raw.name, standardised.name) == ("iris_r10_raw.npz", "iris_r10.npz")
+    with np.load(raw) as r, np.load(standardised) as s:
+        assert not np.allclose(r["x_train"], s["x_train"]) and np.array_equal(r["y_test"], s["y_test"])

@@ -152,9 +152,9 @@ def test_npz_standardizes_every_split_with_the_training_rows_statistics(tmp_path
     for split, x in (("train", arrays["x_train"][kept]), ("val", arrays["x_train"][held]), ("test", arrays["x_test"])):
         np.testing.assert_allclose(dm.splits[split].x.numpy(), (x - mean) / std, rtol=1e-5, atol=1e-5)
     assert dm.splits["train"].x.dtype == torch.float32
-    # Fitted on the training part only: the held-out rows do not have mean 0.
-    assert not np.allclose(dm.splits["val"].x.numpy().mean(axis=0)[:3], 0.0, atol=1e-3)
     torch.testing.assert_close(dm.feature_scaler.mean, torch.from_numpy(mean))
+    # Not the statistics of every training row: the held-out ones never enter the fit.
+    assert not np.allclose(dm.feature_scaler.mean.numpy()[:3], arrays["x_train"].mean(axis=0)[:3], rtol=0, atol=1e-6)
 
 
 def test_npz_without_standardize_keeps_the_stored_features(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -175,3 +175,46 @@ def test_npz_standardize_is_a_config_key(tmp_path: Path, arrays: dict[str, np.nd
     scaled = instantiate(compose_train(["data=npz", f"data.path={path}"]).data)
     assert float(raw.splits["train"].x.std()) > 100.0
     assert float(scaled.splits["train"].x.std()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_npz_standardizes_given_validation_arrays_with_the_training_statistics(
+    tmp_path: Path, arrays: dict[str, np.ndarray]
+) -> None:
+    x_val = arrays["x_test"][:6] * 10.0 + 3.0
+    path = write_npz(tmp_path / "d.npz", **arrays, x_val=x_val, y_val=arrays["y_test"][:6])
+    dm = NpzDataModule(path=str(path))
+    train = arrays["x_train"].astype(np.float64)
+    np.testing.assert_allclose(dm.splits["val"].x.numpy(), (x_val - train.mean(axis=0)) / train.std(axis=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_npz_refuses_features_whose_statistics_or_scaled_values_overflow(
+    tmp_path: Path, arrays: dict[str, np.ndarray]
+) -> None:
+    huge = {**arrays, "x_train": arrays["x_train"].astype(np.float64)}
+    huge["x_train"][:, 1] *= 1e300
+    with pytest.raises(ValueError, match=r"`x_train` to be features whose training mean and std are finite.*column 1"):
+        NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **huge)))
+    far = {**arrays, "x_test": arrays["x_test"].astype(np.float64)}
+    far["x_test"][0, 2] = 1e60  # finite in float64, past float32's range once scaled
+    with pytest.raises(ValueError, match=r"`x_test` to be features within float32's range once standardised"):
+        NpzDataModule(path=str(write_npz(tmp_path / "e.npz", **far)))
+
+
+def test_npz_checkpoint_state_holds_the_scaling_and_refuses_other_data(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    dm = NpzDataModule(path=str(write_npz(tmp_path / "d.npz", **arrays)), val_fraction=0.0)
+    state = dm.state_dict()
+    buffer = tmp_path / "state.pt"
+    torch.save(state, buffer)
+    loaded = torch.load(buffer, weights_only=True)  # plain tensors only
+    torch.testing.assert_close(loaded["feature_scaler"]["std"],
+                               torch.from_numpy(arrays["x_train"].astype(np.float64).std(axis=0)))
+    dm.load_state_dict(loaded)  # the same data: accepted
+    other = NpzDataModule(path=str(write_npz(tmp_path / "e.npz", **{**arrays, "x_train": arrays["x_train"] + 1})),
+                          val_fraction=0.0)
+    with pytest.raises(ValueError, match=r"`path` to be the data \(and standardize setting\).*e\.npz"):
+        other.load_state_dict(loaded)
+    raw = NpzDataModule(path=str(buffer.with_name("d.npz")), val_fraction=0.0, standardize=False)
+    assert raw.state_dict() == {}
+    with pytest.raises(ValueError, match=r"`path` to be the data"):
+        raw.load_state_dict(loaded)

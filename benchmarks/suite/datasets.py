@@ -32,6 +32,7 @@ import numpy as np
 
 from lit_imbalance._checks import fail
 from lit_imbalance.data.long_tail import long_tail, long_tail_counts
+from lit_imbalance.data.scaling import Standardizer
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = ROOT / "outputs" / "benchmarks" / "suite" / "data"
@@ -175,11 +176,12 @@ def split(spec: SuiteDataset, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """``(x - mean) / std`` with the training split's statistics (std 1 for constant features)."""
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std == 0] = 1.0
-    return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
+    """``(x - mean) / std`` with the training split's statistics (std 1 for constant features), float32.
+
+    The library's :class:`~lit_imbalance.data.scaling.Standardizer`, the one ``data=npz`` applies.
+    """
+    scaler = Standardizer.fit(x_train)
+    return [scaler.transform(x).numpy() for x in (x_train, *others)]
 
 
 def build(spec: SuiteDataset, raw: bool = False) -> dict[str, np.ndarray]:

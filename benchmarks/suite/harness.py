@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.suite.datasets import BY_NAME, DATA_DIR, describe, prepare
+from benchmarks.suite.datasets import BY_NAME, describe, prepare
 from benchmarks.suite.references import REFERENCES, reference_rows
 from lit_imbalance.sweep import collect_jobs
 
@@ -243,7 +243,7 @@ def markdown(table: list[dict], datasets: Sequence[str], elapsed_s: float, comma
              f"Command: `{command}`", "", "| dataset | source | classes | train | per-class train counts | ρ | test |",
              "|---|---|---|---|---|---|---|"]
     for name in order:
-        info = describe(BY_NAME[name], DATA_DIR / f"{name}.npz")
+        info = describe(BY_NAME[name], prepare(BY_NAME[name]))  # sizes and counts: the same with raw features
         counts = info["train_counts"]
         shown = counts if len(counts) <= 10 else [*counts[:5], "…", *counts[-3:]]
         lines.append(f"| {name} | {info['source']} | {info['classes']} | {info['n_train']} | "

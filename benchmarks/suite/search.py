@@ -72,9 +72,12 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def holdout(name: str, fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Training split of ``name`` cut into a fit part (``x_train``) and a validation part (``x_test``)."""
-    with np.load(prepare(BY_NAME[name])) as archive:
+def holdout(name: str, fraction: float, seed: int, raw: bool = False) -> dict[str, np.ndarray]:
+    """Training split of ``name`` cut into a fit part (``x_train``) and a validation part (``x_test``).
+
+    ``raw``: the features in their own units (``datasets.build(raw=True)``).
+    """
+    with np.load(prepare(BY_NAME[name], raw=raw)) as archive:
         x, y = archive["x_train"], archive["y_train"]
     kept, held = stratified_holdout(y, fraction, seed)
     return {"x_train": x[kept], "y_train": y[kept], "x_test": x[held], "y_test": y[held]}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lit_imbalance._checks import check_bool, check_in_unit_interval, check_positive_int, fail
 from lit_imbalance.data.datamodule import ArrayDataModule, Split, make_split, stratified_holdout
@@ -69,10 +70,29 @@ class NpzDataModule(ArrayDataModule):
             kept, held = stratified_holdout(y, val_fraction, split_seed)
             pick = {"train": (x[kept], y[kept]), "val": (x[held], y[held]), "test": (arrays["x_test"], arrays["y_test"])}
         self.splits = {name: make_split(name, x, y, num_classes) for name, (x, y) in pick.items()}  # validated as stored
+        self.path = str(path)
         self.feature_scaler = Standardizer.fit(pick["train"][0]) if standardize else None
         if self.feature_scaler is not None:
-            self.splits = {name: Split(self.feature_scaler.transform(x), self.splits[name].y)
+            self.splits = {name: Split(self.feature_scaler.transform(x, f"x_{name}"), self.splits[name].y)
                            for name, (x, _) in pick.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The feature scaling, which Lightning saves in every checkpoint: predictions need the same inputs.
+
+        ``checkpoint["NpzDataModule"]["feature_scaler"]`` holds ``mean`` and ``std``
+        (absent with ``standardize=False``).
+        """
+        return {} if self.feature_scaler is None else {"feature_scaler": self.feature_scaler.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume, refuse a checkpoint whose model was trained on differently scaled features."""
+        saved = state_dict.get("feature_scaler")
+        current = None if self.feature_scaler is None else self.feature_scaler.state_dict()
+        same = (saved is None) == (current is None) and (saved is None or all(
+            torch.equal(torch.as_tensor(saved[k]), current[k]) for k in ("mean", "std")))  # type: ignore[index]
+        if not same:
+            fail("path", "the data (and standardize setting) the checkpoint was trained with: its feature "
+                 "scaling differs", self.path)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:

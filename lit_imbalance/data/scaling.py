@@ -18,12 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lit_imbalance._checks import fail
 
-def column_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+def column_statistics(values: np.ndarray, name: str = "x_train") -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of ``values`` ``(N, D)``, missing values (NaN) ignored.
 
     A constant or all-missing column carries nothing: it gets mean 0 (all-missing)
     or its value, and std 1, so it is centred and never divided by zero.
+
+    Raises:
+        ValueError: naming ``name`` when a column's mean or std overflows float64.
 
     Example:
         >>> mean, std = column_statistics(np.array([[1.0, 5.0], [3.0, 5.0]]))
@@ -32,10 +37,16 @@ def column_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     values = np.asarray(values, dtype=np.float64)
     with warnings.catch_warnings():
-        # "Mean of empty slice" for an all-missing column, which gets mean 0 below anyway.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0)
+        # An all-missing column warns of an empty slice; it gets mean 0 and std 1 below anyway.
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="Degrees of freedom <= 0", category=RuntimeWarning)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, by column
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0)
+    overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
+    if overflowed.size:
+        fail(name, "features whose training mean and std are finite in float64",
+             f"column {int(overflowed[0])} with mean {mean[overflowed[0]]} and std {std[overflowed[0]]}")
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     return mean, std
@@ -64,6 +75,17 @@ class Standardizer:
         mean, std = column_statistics(x)
         return cls(torch.from_numpy(mean), torch.from_numpy(std))
 
-    def transform(self, x: np.ndarray) -> torch.Tensor:
-        """``x`` scaled, as a float32 tensor."""
-        return ((torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.mean) / self.std).float()
+    def transform(self, x: np.ndarray, name: str = "x") -> torch.Tensor:
+        """``x`` scaled, as a float32 tensor.
+
+        Raises:
+            ValueError: naming ``name`` when a scaled value is past float32's range.
+        """
+        scaled = ((torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.mean) / self.std).float()
+        if not bool(torch.isfinite(scaled).all()):
+            fail(name, "features within float32's range once standardised", "a value that overflows it")
+        return scaled
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``mean`` and ``std``: plain tensors, loadable with ``weights_only=True``."""
+        return {"mean": self.mean, "std": self.std}
