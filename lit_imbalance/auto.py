@@ -111,6 +111,8 @@ def holdout_config(cfg: DictConfig, patch: Mapping[str, Any] | None, repeat: int
     holdout.run_test = False
     holdout.logger = None
     holdout.paths.output_dir = str(output_dir)
+    if holdout.get("ckpt_path") is not None:
+        holdout.ckpt_path = None  # a user's checkpoint resumes the refit; each hold-out fit starts fresh
     for name in ("plots", "last_checkpoint"):
         if name in holdout.callbacks:
             holdout.callbacks[name] = None

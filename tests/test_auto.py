@@ -68,6 +68,9 @@ def test_holdouts_draw_new_splits_and_seeds_only_where_the_data_hold_validation_
     assert second.auto is None and second.run_test is False and second.callbacks.model_checkpoint.monitor is None
     digits = train_cfg("experiment=auto")  # digits have a validation split of their own, drawn by split_seed
     assert holdout_config(digits, {}, 1, 0.2, tmp_path / "d").data.split_seed == digits.data.split_seed
+    resumed = npz.copy()
+    resumed.ckpt_path = str(tmp_path / "refit.ckpt")  # resumes the refit, never a hold-out fit on another split
+    assert holdout_config(resumed, {}, 0, 0.2, tmp_path / "r").ckpt_path is None
 
 
 def test_a_spent_time_budget_compares_the_candidates_on_the_rounds_done(train_cfg, clusters: Path, tmp_path: Path,

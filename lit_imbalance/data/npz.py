@@ -79,10 +79,14 @@ class NpzDataModule(ArrayDataModule):
     def state_dict(self) -> dict[str, Any]:
         """The feature scaling, which Lightning saves in every checkpoint: predictions need the same inputs.
 
-        ``checkpoint["NpzDataModule"]["feature_scaler"]`` holds ``mean`` and ``std``
-        (absent with ``standardize=False``).
+        ``checkpoint["NpzDataModule"]`` holds ``standardize`` and, when it is set,
+        ``feature_scaler`` with ``mean`` and ``std``. (Lightning saves only a
+        non-empty state, so ``standardize`` is always there.)
         """
-        return {} if self.feature_scaler is None else {"feature_scaler": self.feature_scaler.state_dict()}
+        state: dict[str, Any] = {"standardize": self.feature_scaler is not None}  # never empty: Lightning saves it
+        if self.feature_scaler is not None:
+            state["feature_scaler"] = self.feature_scaler.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume, refuse a checkpoint whose model was trained on differently scaled features."""

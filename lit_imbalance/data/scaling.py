@@ -21,14 +21,16 @@ import torch
 from lit_imbalance._checks import fail
 
 
-def column_statistics(values: np.ndarray, name: str = "x_train") -> tuple[np.ndarray, np.ndarray]:
+def column_statistics(values: np.ndarray, name: str = "x_train",
+                      columns: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation of ``values`` ``(N, D)``, missing values (NaN) ignored.
 
     A constant or all-missing column carries nothing: it gets mean 0 (all-missing)
     or its value, and std 1, so it is centred and never divided by zero.
 
     Raises:
-        ValueError: naming ``name`` when a column's mean or std overflows float64.
+        ValueError: naming ``name`` and the column (``columns[i]``, else its index)
+            when computing its mean or std overflows float64 (values past about 1e154).
 
     Example:
         >>> mean, std = column_statistics(np.array([[1.0, 5.0], [3.0, 5.0]]))
@@ -45,8 +47,10 @@ def column_statistics(values: np.ndarray, name: str = "x_train") -> tuple[np.nda
             std = np.nanstd(values, axis=0)
     overflowed = np.flatnonzero(np.isinf(mean) | np.isinf(std))
     if overflowed.size:
-        fail(name, "features whose training mean and std are finite in float64",
-             f"column {int(overflowed[0])} with mean {mean[overflowed[0]]} and std {std[overflowed[0]]}")
+        column = int(overflowed[0])
+        fail(name, "features whose training mean and std can be computed in float64 (values below about 1e154)",
+             f"column {columns[column] if columns is not None else column} with largest magnitude "
+             f"{np.nanmax(np.abs(values[:, column]))}")
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     return mean, std
@@ -81,9 +85,13 @@ class Standardizer:
         Raises:
             ValueError: naming ``name`` when a scaled value is past float32's range.
         """
-        scaled = ((torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.mean) / self.std).float()
-        if not bool(torch.isfinite(scaled).all()):
-            fail(name, "features within float32's range once standardised", "a value that overflows it")
+        values = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        scaled = ((values - self.mean) / self.std).float()
+        infinite = torch.isinf(scaled) & torch.isfinite(values)  # NaN stays NaN, for the caller to judge
+        if bool(infinite.any()):
+            row, column = (int(i) for i in infinite.nonzero()[0])
+            fail(name, "features within float32's range once standardised",
+                 f"{float(values[row, column])} at row {row}, column {column}")
         return scaled
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -58,7 +58,7 @@ class TableEncoder:
     def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot") -> TableEncoder:
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
-        mean, std = column_statistics(train[numeric].to_numpy(dtype=np.float64))
+        mean, std = column_statistics(train[numeric].to_numpy(dtype=np.float64), "path", numeric)
         categories = {
             c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in train.columns if c not in numeric
         }
