@@ -20,18 +20,17 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmarks.suite.datasets import BY_NAME
+from benchmarks.suite.datasets import BY_NAME, standardise
 from benchmarks.suite.references import plain_mlp
 from benchmarks.suite.search import CANDIDATES, holdout
-from lit_imbalance.data.scaling import Standardizer
 
 Arrays = dict[str, np.ndarray]
 
 
 def standardized(split: Arrays) -> Arrays:
-    """The library's ``data.standardize``: the fit part's mean and std."""
-    scaler = Standardizer.fit(split["x_train"])
-    return {**split, "x_train": scaler.transform(split["x_train"]).numpy(), "x_test": scaler.transform(split["x_test"]).numpy()}
+    """The library's ``data.standardize`` (through ``datasets.standardise``): the fit part's mean and std."""
+    x_train, x_test = standardise(split["x_train"], split["x_test"])
+    return {**split, "x_train": x_train, "x_test": x_test}
 
 
 def min_max(split: Arrays) -> Arrays:
