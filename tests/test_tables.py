@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lit_imbalance.data import TableDataModule
 from tests.conftest import run_train_py
@@ -94,3 +95,53 @@ def test_a_test_fraction_of_zero_is_refused(tmp_path: Path) -> None:
     make_table(50, seed=1).to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(ValueError, match=r"`test_fraction`.*0\.0"):
         TableDataModule(path=str(tmp_path / "train.csv"), label="label", test_fraction=0.0)
+
+
+def test_checkpoint_state_holds_the_encoding_and_refuses_another_table(tmp_path: Path) -> None:
+    train = make_table(200, seed=1)
+    for split, table in (("train", train), ("val", make_table(40, seed=2)), ("test", make_table(60, seed=3))):
+        table.to_csv(tmp_path / f"{split}.csv", index=False)
+
+    def module(path: Path, **kwargs: str) -> TableDataModule:
+        return TableDataModule(path=str(path), label="label", val_path=str(tmp_path / "val.csv"),
+                               test_path=str(tmp_path / "test.csv"), **kwargs)
+
+    torch.save(module(tmp_path / "train.csv").state_dict(), tmp_path / "state.pt")
+    saved = torch.load(tmp_path / "state.pt", weights_only=True)  # plain containers only
+    numeric = train[["amount", "age"]]
+    torch.testing.assert_close(saved["encoder"]["mean"], torch.tensor(numeric.mean().to_numpy()))
+    torch.testing.assert_close(saved["encoder"]["std"], torch.tensor(numeric.std(ddof=0).to_numpy()))
+    assert saved["encoder"]["categories"] == {"country": ["de", "fr", "it"]}
+    assert saved["label_names"] == ["fraud", "ok", "review"]
+    module(tmp_path / "train.csv").load_state_dict(saved)  # the same table: accepted
+
+    with pytest.raises(ValueError, match=r"`path` to be the table"):  # the same file, coded otherwise
+        module(tmp_path / "train.csv", categorical="ordinal").load_state_dict(saved)
+
+    others = {
+        "shifted.csv": make_table(200, seed=1, shift=1.0),  # the same columns, other statistics
+        "new_country.csv": train.replace({"country": {"it": "es"}}),  # other one-hot columns
+        "renamed.csv": train.replace({"label": {"review": "manual"}}),  # other class names (last: it renames val, test)
+    }
+    for name, table in others.items():
+        table.to_csv(tmp_path / name, index=False)
+        if name == "renamed.csv":
+            for split in ("val", "test"):
+                make_table(60, seed=3).replace({"label": {"review": "manual"}}).to_csv(tmp_path / f"{split}.csv",
+                                                                                        index=False)
+        with pytest.raises(ValueError, match=rf"`path` to be the table .* trained with.*{name}"):
+            module(tmp_path / name).load_state_dict(saved)
+
+
+def test_train_py_refuses_to_resume_on_another_table(tmp_path: Path) -> None:
+    make_table(300, seed=0).to_csv(tmp_path / "rows.csv", index=False)
+    make_table(300, seed=0, shift=3.0).to_csv(tmp_path / "shifted.csv", index=False)
+    common = ("data=csv", "data.label=label", "logger=none", "trainer.enable_progress_bar=false")
+    first = run_train_py(*common, f"data.path={tmp_path / 'rows.csv'}", "trainer.max_epochs=1", run_dir=tmp_path / "a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert "TableDataModule" in torch.load(checkpoint, weights_only=True)  # Lightning saved the encoding
+    resumed = run_train_py(*common, f"data.path={tmp_path / 'shifted.csv'}", "trainer.max_epochs=2",
+                           f"ckpt_path={checkpoint}", run_dir=tmp_path / "b")
+    assert resumed.returncode == 2  # bad input, as every refused config value
+    assert "Expected argument `path` to be the table" in resumed.stderr and "shifted.csv" in resumed.stderr

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lit_imbalance._checks import check_bool, check_in_unit_interval, check_positive_int, fail
 from lit_imbalance.data.datamodule import ArrayDataModule, Split, make_split, stratified_holdout
-from lit_imbalance.data.scaling import Standardizer
+from lit_imbalance.data.scaling import Standardizer, same_state
 
 REQUIRED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -90,11 +89,7 @@ class NpzDataModule(ArrayDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume, refuse a checkpoint whose model was trained on differently scaled features."""
-        saved = state_dict.get("feature_scaler")
-        current = None if self.feature_scaler is None else self.feature_scaler.state_dict()
-        same = (saved is None) == (current is None) and (saved is None or all(
-            torch.equal(torch.as_tensor(saved[k]), current[k]) for k in ("mean", "std")))  # type: ignore[index]
-        if not same:
+        if not same_state(state_dict, self.state_dict()):
             fail("path", "the data (and standardize setting) the checkpoint was trained with: its feature "
                  "scaling differs", self.path)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,26 +75,47 @@ class Standardizer:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Standardizer:
-        """The statistics of the rows of ``x`` ``(N, D)``."""
-        mean, std = column_statistics(x)
+    def fit(cls, x: np.ndarray, name: str = "x_train", columns: list[str] | None = None) -> Standardizer:
+        """The statistics of the rows of ``x`` ``(N, D)``; errors name ``name`` (see :func:`column_statistics`)."""
+        mean, std = column_statistics(x, name, columns)
         return cls(torch.from_numpy(mean), torch.from_numpy(std))
 
-    def transform(self, x: np.ndarray, name: str = "x") -> torch.Tensor:
+    def transform(self, x: np.ndarray, name: str = "x", columns: list[str] | None = None) -> torch.Tensor:
         """``x`` scaled, as a float32 tensor.
 
         Raises:
-            ValueError: naming ``name`` when a scaled value is past float32's range.
+            ValueError: naming ``name``, the row and the column (``columns[i]``, else
+                its index) when a scaled value is past float32's range.
         """
-        values = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        scaled = ((values - self.mean) / self.std).float()
-        infinite = torch.isinf(scaled) & torch.isfinite(values)  # NaN stays NaN, for the caller to judge
-        if bool(infinite.any()):
-            row, column = (int(i) for i in infinite.nonzero()[0])
+        values = np.asarray(x, dtype=np.float64)  # read only: pandas and parquet may hand out read-only arrays
+        with np.errstate(over="ignore"):  # a cast past float32's range is refused below, by row and column
+            scaled = ((values - self.mean.numpy()) / self.std.numpy()).astype(np.float32)
+        infinite = np.isinf(scaled) & np.isfinite(values)  # NaN stays NaN, for the caller to judge
+        if infinite.any():
+            row, column = (int(i) for i in np.argwhere(infinite)[0])
             fail(name, "features within float32's range once standardised",
-                 f"{float(values[row, column])} at row {row}, column {column}")
-        return scaled
+                 f"{float(values[row, column])} at row {row}, column "
+                 f"{columns[column] if columns is not None else column}")
+        return torch.from_numpy(scaled)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``mean`` and ``std``: plain tensors, loadable with ``weights_only=True``."""
         return {"mean": self.mean, "std": self.std}
+
+
+def same_state(saved: Any, current: Any) -> bool:
+    """Whether two checkpoint states, nested dicts and lists of tensors and plain values, are equal.
+
+    Example:
+        >>> same_state({"mean": torch.zeros(2), "names": ["a"]}, {"mean": torch.zeros(2), "names": ["a"]})
+        True
+        >>> same_state({"mean": torch.zeros(2)}, {"mean": torch.ones(2)})
+        False
+    """
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return saved.keys() == current.keys() and all(same_state(saved[k], current[k]) for k in saved)
+    if isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple)):
+        return len(saved) == len(current) and all(map(same_state, saved, current))
+    if isinstance(saved, torch.Tensor) and isinstance(current, torch.Tensor):
+        return saved.dtype == current.dtype and torch.equal(saved, current)
+    return type(saved) is type(current) and saved == current

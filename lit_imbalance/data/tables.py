@@ -21,7 +21,7 @@ import pandas as pd
 
 from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
 from lit_imbalance.data.datamodule import check_test_fraction, ArrayDataModule, make_split, stratified_holdout
-from lit_imbalance.data.scaling import column_statistics
+from lit_imbalance.data.scaling import Standardizer, same_state
 
 CategoricalEncoding = Literal["onehot", "ordinal"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -49,20 +49,19 @@ class TableEncoder:
     """
 
     numeric: list[str]
-    mean: np.ndarray
-    std: np.ndarray
-    categories: dict[str, list[Any]]
+    scaler: Standardizer
+    categories: dict[str, list[str]]
     categorical: CategoricalEncoding
 
     @classmethod
     def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot") -> TableEncoder:
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
-        mean, std = column_statistics(train[numeric].to_numpy(dtype=np.float64), "path", numeric)
+        scaler = Standardizer.fit(train[numeric].to_numpy(dtype=np.float64), "path", numeric)
         categories = {
             c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in train.columns if c not in numeric
         }
-        return cls(numeric, mean, std, categories, categorical)
+        return cls(numeric, scaler, categories, categorical)
 
     @property
     def feature_names(self) -> list[str]:
@@ -71,20 +70,32 @@ class TableEncoder:
             return [*self.numeric, *self.categories]
         return [*self.numeric, *(f"{c}={v}" for c, values in self.categories.items() for v in values)]
 
-    def transform(self, table: pd.DataFrame) -> np.ndarray:
-        """``(N, D)`` float32 features; missing numbers become the training mean (0 after scaling)."""
+    def transform(self, table: pd.DataFrame, name: str = "path") -> np.ndarray:
+        """``(N, D)`` float32 features; missing numbers become the training mean (0 after scaling).
+
+        Raises:
+            ValueError: naming ``name`` (the table's config key) when a feature
+                column is missing or a number is past float32's range once scaled.
+        """
         missing = [c for c in [*self.numeric, *self.categories] if c not in table.columns]
         if missing:
-            fail("columns", f"the training table's feature columns (missing: {', '.join(map(str, missing))})", list(table.columns))
-        numeric = (table[self.numeric].to_numpy(dtype=np.float64) - self.mean) / self.std
+            fail(name, f"a table with the training table's feature columns (missing: {', '.join(map(str, missing))})",
+                 list(table.columns))
+        numeric = self.scaler.transform(table[self.numeric].to_numpy(dtype=np.float64), name, self.numeric).numpy()
         blocks = [np.nan_to_num(numeric, nan=0.0)]
         for column, values in self.categories.items():
             codes = pd.Categorical(table[column].astype(str).where(table[column].notna()), categories=values).codes
             if self.categorical == "ordinal":
-                blocks.append(codes[:, None].astype(np.float64))  # -1: missing or unseen in training
+                blocks.append(codes[:, None].astype(np.float32))  # -1: missing or unseen in training
             else:
-                blocks.append(np.eye(len(values) + 1)[codes][:, :-1] if values else np.zeros((len(table), 0)))
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+                blocks.append(np.eye(len(values) + 1, dtype=np.float32)[codes][:, :-1] if values
+                              else np.zeros((len(table), 0), dtype=np.float32))
+        return np.concatenate(blocks, axis=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted encoding as plain containers (loadable with ``weights_only=True``)."""
+        return {"numeric": list(self.numeric), **self.scaler.state_dict(),
+                "categories": {c: list(v) for c, v in self.categories.items()}, "categorical": self.categorical}
 
 
 class TableDataModule(ArrayDataModule):
@@ -144,11 +155,35 @@ class TableDataModule(ArrayDataModule):
         self.num_classes = len(names)
         if self._class_names is None:
             self._class_names = names
+        self.path = str(path)
+        self.label_names = names
         self.encoder = TableEncoder.fit(tables["train"][columns], categorical)
+        source = {"train": "path", "val": "path" if val_path is None else "val_path",
+                  "test": "path" if test_path is None else "test_path"}
         self.splits = {
-            split: make_split(split, self.encoder.transform(tables[split][columns]), labels[split], self.num_classes)
+            split: make_split(split, self.encoder.transform(tables[split][columns], source[split]), labels[split],
+                              self.num_classes)
             for split in ("train", "val", "test")
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The feature encoding and the label names, which Lightning saves in every checkpoint.
+
+        ``checkpoint["TableDataModule"]`` holds ``encoder`` (numeric columns with their
+        training ``mean`` and ``std``, categories per column, the categorical coding)
+        and ``label_names``: predictions need the same inputs and class indices.
+        """
+        return {"encoder": self.encoder.state_dict(), "label_names": list(self.label_names)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume or test from a checkpoint, refuse one trained on a differently encoded table.
+
+        A changed training table would otherwise shift one-hot columns, scaling or
+        class indices under the restored weights without a word.
+        """
+        if not same_state(state_dict, self.state_dict()):
+            fail("path", "the table (and features, categorical setting) the checkpoint was trained with: its "
+                 "feature encoding or label names differ", self.path)
 
 
 def encode_labels(train: pd.Series, splits: dict[str, pd.Series]) -> tuple[dict[str, np.ndarray], list[str]]:
