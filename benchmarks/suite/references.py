@@ -60,7 +60,8 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
                      tau: float = 1.0, weight_decay: float = 0.0, min_steps: int = 0, hidden: tuple[int, ...] = (256,),
                      mixup_alpha: float = 0.0, average_from: float = 0.0, dropout: float = 0.0, *,
                      quantile: bool = False, cosine: bool = False, label_smoothing: float = 0.0,
-                     batch_norm: bool = False, residual_blocks: int = 0, mixup_until: float = 1.0) -> torch.Tensor:
+                     batch_norm: bool = False, residual_blocks: int = 0, mixup_until: float = 1.0,
+                     lr: float = 1e-3) -> torch.Tensor:
     """One member of :func:`plain_mlp`: its test logits.
 
     Args:
@@ -68,7 +69,7 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
         epochs: passes over the training rows, in batches of ``batch_size``, shuffled.
         batch_size: rows per step.
         tau: the scale of the logit-adjustment shift.
-        weight_decay: AdamW's (learning rate 1e-3).
+        weight_decay: AdamW's.
         min_steps: more epochs until at least that many steps.
         hidden: the hidden layer widths, ``()`` for a linear model.
         mixup_alpha: mixup's Beta(a, a), one draw per batch; 0 for none.
@@ -85,12 +86,15 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
             instead of the MLP; 0 for the MLP.
         mixup_until: mixup for that fraction of the steps, plain batches after
             it (1: mixup to the end).
+        lr: AdamW's learning rate.
 
     Returns:
         The ``(len(x_test), C)`` test logits (without the shift).
     """
     if not 0.0 <= average_from < 1.0:  # from 1 on nothing is averaged and the initial weights would be tested
         raise ValueError(f"Expected argument `average_from` to be in [0, 1), but got {average_from}.")
+    if lr <= 0:
+        raise ValueError(f"Expected argument `lr` to be positive, but got {lr}.")
     if residual_blocks < 0:
         raise ValueError(f"Expected argument `residual_blocks` to be at least 0, but got {residual_blocks}.")
     if residual_blocks and not hidden:
@@ -114,7 +118,7 @@ def plain_mlp_logits(data: Arrays, seed: int, logit_adjusted: bool, epochs: int 
     y = torch.as_tensor(data["y_train"])
     model = network(x.shape[1], num_classes, hidden, dropout, batch_norm, residual_blocks)
     averaged = torch.optim.swa_utils.AveragedModel(model) if average_from else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     shift = tau * log_prior(data["y_train"], num_classes) if logit_adjusted else torch.zeros(num_classes)
     # Batch normalisation cannot train on a batch of one sample: such nets drop a last batch of
     # one (a different row each epoch), and no other.

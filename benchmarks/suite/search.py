@@ -69,6 +69,12 @@ CANDIDATES: dict[str, dict] = {
     "mixup0.2_drop0.3_steps1000": {"mixup_alpha": 0.2, "dropout": 0.3, "min_steps": 1000},
     "mixup0.2_drop0.3_steps1000_until0.8": {"mixup_alpha": 0.2, "dropout": 0.3, "min_steps": 1000,
                                             "mixup_until": 0.8},
+    # Round 5: the optimiser's step size and the batch, the two knobs no earlier round moved.
+    "mixup0.2_steps1000_lr3e-3": {"mixup_alpha": 0.2, "min_steps": 1000, "lr": 3e-3},
+    "mixup0.2_steps3000_lr3e-4": {"mixup_alpha": 0.2, "min_steps": 3000, "lr": 3e-4},
+    "mixup0.2_steps1000_b32": {"mixup_alpha": 0.2, "min_steps": 1000, "batch_size": 32},
+    "mixup0.2_steps1000_b128": {"mixup_alpha": 0.2, "min_steps": 1000, "batch_size": 128},
+    "mixup0.2_w512_steps1000": {"mixup_alpha": 0.2, "hidden": (512,), "min_steps": 1000},
 }
 
 
