@@ -161,6 +161,23 @@ def test_recipe_search_scores_hold_outs_of_the_training_split_only(tmp_path: Pat
     assert "| la | " in table and "| linear_steps1000 | " in table and "+0.0 | 0 |" in table
 
 
+def test_probe_sets_are_prepared_as_the_suite_and_scored_on_their_training_split(tmp_path: Path) -> None:
+    from benchmarks.suite import probe, search
+
+    assert not set(probe.BY_NAME) & set(datasets.BY_NAME)  # their cached files never replace a suite file
+    spec = probe.BY_NAME["probe_attrition"]
+    with np.load(datasets.prepare(spec)) as archive:
+        y_train, y_test = archive["y_train"], archive["y_test"]
+    assert np.bincount(y_train).tolist() == [863, 166] and len(y_test) == 441  # 1,233 / 237 rows, 30% stratified
+    split = search.holdout(spec, 0.25, seed=0)
+    assert np.bincount(split["y_test"]).tolist() == [216, 42]  # round(25%) of the training split's classes
+    assert np.bincount(split["y_train"]).tolist() == [647, 124]
+    out = tmp_path / "probe.md"
+    assert probe.main(["--datasets", "probe_attrition", "--candidates", "la", "linear_steps1000", "--holdouts", "1",
+                       "--out", str(out)]) == 0
+    assert "| probe_attrition |" in out.read_text() and "| linear_steps1000 | " in out.read_text()
+
+
 def test_plain_loop_weight_averaging_tests_the_mean_of_the_late_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     data = {"x_train": rng.normal(size=(30, 4)).astype(np.float32), "y_train": np.repeat([0, 1, 2], [20, 7, 3]),

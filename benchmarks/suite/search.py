@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.suite.datasets import BY_NAME, prepare
+from benchmarks.suite.datasets import BY_NAME, SuiteDataset, prepare
 from benchmarks.suite.harness import ranks
 from benchmarks.suite.references import plain_mlp
 from lit_imbalance.data.datamodule import stratified_holdout
@@ -78,15 +78,25 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def holdout(name: str, fraction: float, seed: int, raw: bool = False) -> dict[str, np.ndarray]:
-    """Training split of ``name`` cut into a fit part (``x_train``) and a validation part (``x_test``).
+def holdout(dataset: str | SuiteDataset, fraction: float, seed: int, raw: bool = False) -> dict[str, np.ndarray]:
+    """Training split of ``dataset`` (a suite name or spec) cut into a fit part (``x_train``) and a validation part (``x_test``).
 
     ``raw``: the features in their own units (``datasets.build(raw=True)``).
     """
-    with np.load(prepare(BY_NAME[name], raw=raw)) as archive:
+    spec = BY_NAME[dataset] if isinstance(dataset, str) else dataset
+    with np.load(prepare(spec, raw=raw)) as archive:
         x, y = archive["x_train"], archive["y_train"]
     kept, held = stratified_holdout(y, fraction, seed)
     return {"x_train": x[kept], "y_train": y[kept], "x_test": x[held], "y_test": y[held]}
+
+
+def validation_scores(dataset: str | SuiteDataset, candidates: list[str], holdouts: int,
+                      fraction: float) -> dict[str, float]:
+    """Each candidate's mean balanced accuracy over ``holdouts`` hold-outs of ``dataset``'s training split."""
+    splits = [holdout(dataset, fraction, seed) for seed in range(holdouts)]
+    return {candidate: statistics.fmean(plain_mlp(split, seed, logit_adjusted=True, **CANDIDATES[candidate])
+                                        for seed, split in enumerate(splits))
+            for candidate in candidates}
 
 
 def markdown(val: dict[str, dict[str, float]], mean_rank: dict[str, float], args: argparse.Namespace,
@@ -108,11 +118,17 @@ def markdown(val: dict[str, dict[str, float]], mean_rank: dict[str, float], args
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", default=list(BY_NAME))
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
-    parser.add_argument("--holdouts", type=int, default=6)
+def main(argv: list[str] | None = None, specs: dict[str, SuiteDataset] = BY_NAME,
+         candidates: list[str] | None = None, holdouts: int = 6, description: str | None = __doc__) -> int:
+    """The search's command line over ``specs`` (the suite's datasets unless given), printing its table.
+
+    ``candidates`` and ``holdouts`` are the defaults of ``--candidates`` (every one)
+    and ``--holdouts``; :mod:`benchmarks.suite.probe` runs it over other datasets.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=list(specs), choices=list(specs))
+    parser.add_argument("--candidates", nargs="+", default=candidates or list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--holdouts", type=int, default=holdouts)
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (Markdown)")
     args = parser.parse_args(argv)
@@ -120,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     val: dict[str, dict[str, float]] = {}
     for name in args.datasets:
-        splits = [holdout(name, args.val_fraction, seed) for seed in range(args.holdouts)]
-        val[name] = {candidate: statistics.fmean(plain_mlp(split, seed, logit_adjusted=True, **CANDIDATES[candidate])
-                                                 for seed, split in enumerate(splits))
-                     for candidate in args.candidates}
+        val[name] = validation_scores(specs[name], args.candidates, args.holdouts, args.val_fraction)
         print(name, json.dumps({k: round(100 * v, 1) for k, v in val[name].items()}), flush=True)
     mean_rank = {c: statistics.fmean(ranks(val[d])[c] for d in val) for c in args.candidates}
     text = markdown(val, mean_rank, args, time.perf_counter() - started)
