@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lit_imbalance.data import NpzDataModule, scaling
-from lit_imbalance.data.scaling import Standardizer, column_statistics
+from lit_imbalance.data.scaling import Standardizer, column_statistics, same_state
 
 
 def features_with_gaps(rows: int = 11) -> np.ndarray:
@@ -62,3 +63,43 @@ def test_npz_standardising_peaks_below_four_times_the_features(tmp_path: Path, m
         tracemalloc.stop()
     assert module.feature_scaler is not None
     assert peak < 4 * x.nbytes, f"peak {peak / x.nbytes:.2f}x the features"
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_statistics_in_one_block_are_numpys_bit_for_bit(order: str) -> None:
+    x = np.asarray(features_with_gaps(rows=500)[:, :3], order=order)  # pandas hands out F-order arrays
+    mean, std = column_statistics(x)
+    np.testing.assert_array_equal(mean, np.nanmean(x, axis=0))
+    np.testing.assert_array_equal(std, np.nanstd(x, axis=0))
+
+
+def test_infinite_inputs_pass_through_the_scaling_for_the_caller_to_judge() -> None:
+    scaler = Standardizer.fit(np.array([[0.0, 1.0], [2.0, 3.0]]))
+    assert scaler.transform(np.array([[np.inf, np.nan]])).tolist()[0][0] == np.inf  # refused by make_split, by key
+
+
+def test_same_state_allows_the_rounding_of_another_summation_order_only() -> None:
+    mean = torch.tensor([1e6 + 0.1, -3.0], dtype=torch.float64)
+    assert same_state({"mean": mean, "names": ["a"]}, {"mean": mean * (1 + 1e-14), "names": ["a"]})
+    assert not same_state({"mean": mean}, {"mean": mean * (1 + 1e-6)})  # a changed file
+    assert not same_state({"mean": mean}, {"mean": mean.float()})
+    assert not same_state({"names": ["a"]}, {"names": ["b"]})
+    assert not same_state({"mean": mean}, {"mean": mean, "std": mean})
+
+
+def test_npz_accepts_the_first_checkpoint_format_summed_in_one_piece(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(300, 8)) * 1e3 + 1e5).astype(np.float32)
+    y = np.repeat([0, 1, 2], [200, 80, 20])
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:30], y_test=y[:30])
+    monkeypatch.setattr(scaling, "CHUNK_VALUES", 64)  # blocks of 8 rows
+    module = NpzDataModule(path=str(tmp_path / "d.npz"), val_fraction=0.0)
+    whole = x.astype(np.float64)
+    first_format = {"feature_scaler": {"mean": torch.from_numpy(np.nanmean(whole, axis=0)),
+                                       "std": torch.from_numpy(np.nanstd(whole, axis=0))}}  # no `standardize` key
+    assert not torch.equal(first_format["feature_scaler"]["std"], module.feature_scaler.std)  # other last bits
+    module.load_state_dict(first_format)  # the same file: accepted
+    with pytest.raises(ValueError, match=r"`path` to be the data"):
+        module.load_state_dict({"feature_scaler": {"mean": first_format["feature_scaler"]["mean"] + 1e-3,
+                                                   "std": first_format["feature_scaler"]["std"]}})

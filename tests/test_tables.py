@@ -145,3 +145,16 @@ def test_train_py_refuses_to_resume_on_another_table(tmp_path: Path) -> None:
                            f"ckpt_path={checkpoint}", run_dir=tmp_path / "b")
     assert resumed.returncode == 2  # bad input, as every refused config value
     assert "Expected argument `path` to be the table" in resumed.stderr and "shifted.csv" in resumed.stderr
+
+
+def test_a_missing_feature_column_is_refused_by_the_key_of_its_table(tmp_path: Path) -> None:
+    make_table(200, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    make_table(40, seed=2).drop(columns=["age"]).to_csv(tmp_path / "val.csv", index=False)
+    with pytest.raises(ValueError, match=r"`val_path` to be a table with the training table's feature columns "
+                                         r"\(missing: age\)"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", val_path=str(tmp_path / "val.csv"))
+    with pytest.raises(ValueError, match=r"`features` to be columns of the train table other than the label "
+                                         r"\(amount, age, country, label\), but got 'height'"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", features=["amount", "height"])
+    with pytest.raises(ValueError, match=r"`features`.*but got 'label'"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", features=["amount", "label"])

@@ -89,6 +89,8 @@ class NpzDataModule(ArrayDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume, refuse a checkpoint whose model was trained on differently scaled features."""
+        # The first checkpoints with a scaling held only ``feature_scaler``: their setting follows from it.
+        state_dict = {"standardize": "feature_scaler" in state_dict, **state_dict}
         if not same_state(state_dict, self.state_dict()):
             fail("path", "the data (and standardize setting) the checkpoint was trained with: its feature "
                  "scaling differs", self.path)

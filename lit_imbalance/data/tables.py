@@ -144,6 +144,10 @@ class TableDataModule(ArrayDataModule):
             if label not in table.columns:
                 fail("label", f"a column of the {split} table ({', '.join(map(str, table.columns))})", label)
         columns = list(features) if features is not None else [c for c in tables["train"].columns if c != label]
+        unknown = [c for c in columns if c not in tables["train"].columns or c == label]
+        if unknown:
+            fail("features", f"columns of the train table other than the label ({', '.join(map(str, tables['train'].columns))})",
+                 unknown[0])
         for split in ("test", "val"):
             if split not in tables:
                 fraction = test_fraction if split == "test" else val_fraction
@@ -161,7 +165,7 @@ class TableDataModule(ArrayDataModule):
         source = {"train": "path", "val": "path" if val_path is None else "val_path",
                   "test": "path" if test_path is None else "test_path"}
         self.splits = {
-            split: make_split(split, self.encoder.transform(tables[split][columns], source[split]), labels[split],
+            split: make_split(split, self.encoder.transform(tables[split], source[split]), labels[split],
                               self.num_classes)
             for split in ("train", "val", "test")
         }
@@ -182,8 +186,8 @@ class TableDataModule(ArrayDataModule):
         class indices under the restored weights without a word.
         """
         if not same_state(state_dict, self.state_dict()):
-            fail("path", "the table (and features, categorical setting) the checkpoint was trained with: its "
-                 "feature encoding or label names differ", self.path)
+            fail("path", "the table (and features, categorical and split settings) the checkpoint was trained with: "
+                 "its feature encoding or label names differ", self.path)
 
 
 def encode_labels(train: pd.Series, splits: dict[str, pd.Series]) -> tuple[dict[str, np.ndarray], list[str]]:
