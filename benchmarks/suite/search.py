@@ -75,6 +75,9 @@ CANDIDATES: dict[str, dict] = {
     "mixup0.2_steps1000_b32": {"mixup_alpha": 0.2, "min_steps": 1000, "batch_size": 32},
     "mixup0.2_steps1000_b128": {"mixup_alpha": 0.2, "min_steps": 1000, "batch_size": 128},
     "mixup0.2_w512_steps1000": {"mixup_alpha": 0.2, "hidden": (512,), "min_steps": 1000},
+    # Round 6: dropout's dose beside mixup, after the probe tables (benchmarks/suite/probe.py).
+    "mixup0.2_drop0.1_steps1000": {"mixup_alpha": 0.2, "dropout": 0.1, "min_steps": 1000},
+    "mixup0.2_drop0.5_steps1000": {"mixup_alpha": 0.2, "dropout": 0.5, "min_steps": 1000},
 }
 
 
@@ -108,13 +111,16 @@ def markdown(val: dict[str, dict[str, float]], mean_rank: dict[str, float], args
              f"Validation only: {args.holdouts} stratified hold-outs of {args.val_fraction:g} of each class of the "
              "training split (split and seed r = 0, 1, ...); the test split is never read. Balanced accuracy (%), "
              "mean over hold-outs; rows by mean rank over the datasets.", "",
-             "| candidate | " + " | ".join(datasets) + " | mean rank | mean gain over `la` | datasets ≥ +1 |",
-             "|---" * (len(datasets) + 4) + "|"]
+             "| candidate | " + " | ".join(datasets) + " | mean | mean rank | mean gain over `la` | datasets ≥ +1 |",
+             "|---" * (len(datasets) + 5) + "|"]
     for candidate in sorted(mean_rank, key=mean_rank.get):
         gains = [val[d][candidate] - val[d]["la"] for d in datasets] if "la" in mean_rank else []
+        mean = statistics.fmean(val[d][candidate] for d in datasets)
         lines.append(f"| {candidate} | " + " | ".join(f"{100 * val[d][candidate]:.1f}" for d in datasets)
-                     + f" | {mean_rank[candidate]:.2f} | "
-                     + (f"{100 * statistics.fmean(gains):+.1f} | {sum(g >= 0.01 for g in gains)} |" if gains else " | |"))
+                     + f" | {100 * mean:.2f} | {mean_rank[candidate]:.2f} | "
+                     # gains counted as printed (to 0.1), so a printed +1.0 counts whatever the float's last bits
+                     + (f"{100 * statistics.fmean(gains):+.1f} | {sum(round(100 * g, 1) >= 1.0 for g in gains)} |"
+                        if gains else " | |"))
     return "\n".join(lines) + "\n"
 
 
