@@ -98,7 +98,9 @@ def test_bad_auto_settings_fail_in_one_line_before_anything_trains(train_cfg, cl
     assert not (tmp_path / "auto").exists() and not (tmp_path / "metrics.json").exists()
 
 
-def test_auto_keeps_the_mixup_alpha_its_candidates_were_chosen_with(train_cfg) -> None:
-    # The recipe moved to alpha 0.2 after auto's candidates were chosen and measured with 0.4.
-    assert train_cfg("experiment=longtail_recipe").mixup.alpha == 0.2
-    assert train_cfg("experiment=auto").mixup.alpha == 0.4
+def test_auto_keeps_the_mixup_alpha_and_dropout_its_candidates_were_chosen_with(train_cfg) -> None:
+    # The recipe moved to alpha 0.2 and dropout 0.5 after auto's candidates were chosen and measured
+    # with alpha 0.4 and no dropout.
+    recipe, auto = train_cfg("experiment=longtail_recipe"), train_cfg("experiment=auto")
+    assert (recipe.mixup.alpha, recipe.model.dropout) == (0.2, 0.5)
+    assert (auto.mixup.alpha, auto.model.dropout) == (0.4, 0.0)
