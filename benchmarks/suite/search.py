@@ -3,8 +3,9 @@
 Every candidate trains on the library's stratified hold-out split (``--val-fraction`` of
 each class, at least one sample of every class that has two), drawn ``--holdouts`` times
 with a new split and seed each, and is scored on the held-out part; the test split is
-never read. Candidates are ordered by mean validation rank over the suite; the first one
-is what ``experiment=longtail_recipe`` implements in the library.
+never read. Candidates are ordered by mean validation rank over the datasets given.
+``experiment=longtail_recipe`` implements the candidate chosen by round 6's rule over the
+suite and the probe tables of :mod:`benchmarks.suite.probe` (``recipe_search_round6.md``).
 
     python -m benchmarks.suite.search                  # every candidate, every dataset, 6 hold-outs
     python -m benchmarks.suite.search --out benchmarks/results/recipe_search.md
