@@ -158,3 +158,21 @@ def test_a_missing_feature_column_is_refused_by_the_key_of_its_table(tmp_path: P
         TableDataModule(path=str(tmp_path / "train.csv"), label="label", features=["amount", "height"])
     with pytest.raises(ValueError, match=r"`features`.*but got 'label'"):
         TableDataModule(path=str(tmp_path / "train.csv"), label="label", features=["amount", "label"])
+
+
+def test_an_identifier_column_is_refused_for_one_hot_coding_by_name(tmp_path: Path) -> None:
+    table = make_table(200, seed=1).assign(customer=[f"c{i}" for i in range(200)])  # one category per row
+    table.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(ValueError, match=r"`features` to be columns with at most max_categories=100 categories.*"
+                                         r"but got 'customer \(144 categories\)'"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=100)
+    wide = TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=None)
+    assert wide.num_features == 2 + 3 + 144  # 200 rows - 20% test - 10% validation: 144 training customers
+    kept = TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=100,
+                           features=["amount", "age", "country"])
+    assert kept.num_features == 5
+    ordinal = TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=100,
+                              categorical="ordinal")
+    assert ordinal.num_features == 4  # one integer code per column: nothing to refuse
+    with pytest.raises(ValueError, match=r"`max_categories` to be a positive integer, but got 0"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=0)

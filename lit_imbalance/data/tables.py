@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lit_imbalance._checks import check_choice, check_in_unit_interval, fail
+from lit_imbalance._checks import check_choice, check_in_unit_interval, check_positive_int, fail
 from lit_imbalance.data.datamodule import check_test_fraction, ArrayDataModule, make_split, stratified_holdout
 from lit_imbalance.data.scaling import Standardizer, same_state
 
@@ -54,13 +54,28 @@ class TableEncoder:
     categorical: CategoricalEncoding
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot") -> TableEncoder:
+    def fit(cls, train: pd.DataFrame, categorical: CategoricalEncoding = "onehot",
+            max_categories: int | None = 1000) -> TableEncoder:
+        """The encoding of the ``train`` rows' columns.
+
+        Raises:
+            ValueError: naming ``features`` when a one-hot coded column has more
+                than ``max_categories`` categories (``None``: no limit). An
+                identifier or free-text column would otherwise become one feature
+                per row, as wide as the table is long, and carry nothing.
+        """
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
         scaler = Standardizer.fit(train[numeric].to_numpy(dtype=np.float64), "path", numeric)
         categories = {
             c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in train.columns if c not in numeric
         }
+        if categorical == "onehot" and max_categories is not None:
+            for column, values in categories.items():
+                if len(values) > max_categories:
+                    fail("features", f"columns with at most max_categories={max_categories} categories to one-hot "
+                         "code (leave an identifier out with data.features, or raise data.max_categories)",
+                         f"{column} ({len(values)} categories)")
         return cls(numeric, scaler, categories, categorical)
 
     @property
@@ -113,6 +128,7 @@ class TableDataModule(ArrayDataModule):
         test_path: a separate test table with the same columns.
         features: the feature columns; every column but the label when ``None``.
         categorical: ``"onehot"`` or ``"ordinal"`` (integer codes) for non-numeric columns.
+        max_categories: most categories a one-hot coded column may have; ``None`` for no limit.
         val_fraction: share of each class held out for validation without ``val_path``.
         test_fraction: share of each class held out for test without ``test_path``.
         split_seed: seed of the hold-outs.
@@ -127,6 +143,7 @@ class TableDataModule(ArrayDataModule):
         test_path: str | None = None,
         features: Sequence[str] | None = None,
         categorical: CategoricalEncoding = "onehot",
+        max_categories: int | None = 1000,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
@@ -136,6 +153,8 @@ class TableDataModule(ArrayDataModule):
         check_choice("categorical", categorical, ("onehot", "ordinal"))
         check_in_unit_interval("val_fraction", val_fraction, open_right=True)
         check_test_fraction(test_fraction)
+        if max_categories is not None:
+            check_positive_int("max_categories", max_categories)
         tables = {"train": read_table("path", path)}
         for split, key, extra in (("val", "val_path", val_path), ("test", "test_path", test_path)):
             if extra is not None:
@@ -161,7 +180,7 @@ class TableDataModule(ArrayDataModule):
             self._class_names = names
         self.path = str(path)
         self.label_names = names
-        self.encoder = TableEncoder.fit(tables["train"][columns], categorical)
+        self.encoder = TableEncoder.fit(tables["train"][columns], categorical, max_categories)
         source = {"train": "path", "val": "path" if val_path is None else "val_path",
                   "test": "path" if test_path is None else "test_path"}
         self.splits = {
