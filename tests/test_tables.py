@@ -176,3 +176,16 @@ def test_an_identifier_column_is_refused_for_one_hot_coding_by_name(tmp_path: Pa
     assert ordinal.num_features == 4  # one integer code per column: nothing to refuse
     with pytest.raises(ValueError, match=r"`max_categories` to be a positive integer, but got 0"):
         TableDataModule(path=str(tmp_path / "train.csv"), label="label", max_categories=0)
+
+
+def test_an_infinite_number_is_refused_not_clipped_to_float32s_largest(tmp_path: Path) -> None:
+    make_table(200, seed=1).to_csv(tmp_path / "train.csv", index=False)
+    test = make_table(60, seed=3)
+    test.loc[4, "amount"] = np.inf
+    test.to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(ValueError, match=r"`x_test` to be finite features, but got 'an array with NaN or inf'"):
+        TableDataModule(path=str(tmp_path / "train.csv"), label="label", test_path=str(tmp_path / "test.csv"))
+    test.loc[4, "amount"] = np.nan  # missing: the training mean, 0 once scaled
+    test.to_csv(tmp_path / "test.csv", index=False)
+    module = TableDataModule(path=str(tmp_path / "train.csv"), label="label", test_path=str(tmp_path / "test.csv"))
+    assert module.splits["test"].x[4, 0].item() == 0.0

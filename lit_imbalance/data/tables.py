@@ -97,7 +97,8 @@ class TableEncoder:
             fail(name, f"a table with the training table's feature columns (missing: {', '.join(map(str, missing))})",
                  list(table.columns))
         numeric = self.scaler.transform(table[self.numeric].to_numpy(dtype=np.float64), name, self.numeric).numpy()
-        blocks = [np.nan_to_num(numeric, nan=0.0)]
+        numeric[np.isnan(numeric)] = 0.0  # missing only: an infinite value stays, for make_split to refuse by split
+        blocks = [numeric]
         for column, values in self.categories.items():
             codes = pd.Categorical(table[column].astype(str).where(table[column].notna()), categories=values).codes
             if self.categorical == "ordinal":
