@@ -27,17 +27,15 @@ from lit_imbalance._checks import fail
 CHUNK_VALUES = 1 << 22
 
 
-def float64_chunks(values: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Consecutive row blocks of ``values`` ``(N, D)``, each a float64 copy with its mask of present values.
+def float64_chunks(values: np.ndarray) -> Iterator[np.ndarray]:
+    """Consecutive row blocks of ``values`` ``(N, D)``, each a float64 copy.
 
-    A block holds about ``CHUNK_VALUES`` values (at least one row); the mask is
-    ``False`` where a value is missing (NaN). Each block is a fresh copy, so
-    callers may work on it in place.
+    A block holds about ``CHUNK_VALUES`` values (at least one row). Each block is
+    a fresh copy, so callers may work on it in place.
     """
     rows = max(1, CHUNK_VALUES // max(1, int(np.prod(values.shape[1:]))))
     for start in range(0, len(values), rows):
-        chunk = np.array(values[start:start + rows], dtype=np.float64)
-        yield chunk, ~np.isnan(chunk)
+        yield np.array(values[start:start + rows], dtype=np.float64)
 
 
 def column_statistics(values: np.ndarray, name: str = "x_train",
@@ -59,15 +57,17 @@ def column_statistics(values: np.ndarray, name: str = "x_train",
     values = np.asarray(values)
     count, total = np.zeros(values.shape[1:], dtype=np.int64), np.zeros(values.shape[1:])
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, by column
-        for chunk, present in float64_chunks(values):
+        for chunk in float64_chunks(values):
+            present = ~np.isnan(chunk)
             chunk[~present] = 0.0
             count += present.sum(axis=0)
             total += chunk.sum(axis=0)
         mean = total / np.maximum(count, 1)
         squares = np.zeros_like(total)
-        for chunk, present in float64_chunks(values):
+        for chunk in float64_chunks(values):
+            missing = np.isnan(chunk)
             np.subtract(chunk, mean, out=chunk)
-            chunk[~present] = 0.0
+            chunk[missing] = 0.0
             squares += np.multiply(chunk, chunk, out=chunk).sum(axis=0)
         std = np.sqrt(squares / np.maximum(count, 1))
     mean = np.where(count > 0, mean, np.nan)  # an all-missing column: no mean (0 below)
@@ -116,7 +116,7 @@ class Standardizer:
         scaled = np.empty(values.shape, dtype=np.float32)
         mean, std = self.mean.numpy(), self.std.numpy()
         start = 0
-        for chunk, _ in float64_chunks(values):
+        for chunk in float64_chunks(values):
             stop = start + len(chunk)
             finite = np.isfinite(chunk)  # NaN and inf stay as they are, for the caller to judge
             with np.errstate(over="ignore"):  # a cast past float32's range is refused below, by row and column
