@@ -32,7 +32,7 @@ from lit_imbalance.sampling import (
     resampling_targets,
 )
 from lit_imbalance.sampling import base as sampling_base
-from lit_imbalance.sampling.weighted import alias_table
+from lit_imbalance.sampling.weighted import _inclusion_probability, alias_table, successive_sampling_counts
 from lit_imbalance.weights import class_weights
 from tests.conftest import ROOT, compose_train, run_train_py
 
@@ -229,6 +229,64 @@ def test_draws_without_replacement_are_unique_and_follow_the_expected_counts(wei
     expected = sampler.expected_class_counts.numpy()
     tolerance = np.maximum(0.03 * expected, 5 * np.sqrt(expected / epochs))
     assert np.all(np.abs(totals / epochs - expected) < tolerance), (totals / epochs, expected)
+
+
+def successive_sampling_distribution(counts: list[int], weights: list[float], size: int) -> dict[tuple, float]:
+    """Exact law of the per-class counts of ``size`` successive draws, by walking the urn draw by draw."""
+    law = {tuple(0 for _ in counts): 1.0}
+    for _ in range(size):
+        following: dict[tuple, float] = {}
+        for drawn, probability in law.items():
+            mass = [w * (n - d) for w, n, d in zip(weights, counts, drawn)]
+            for cls, share in enumerate(mass):
+                if share > 0:
+                    state = drawn[:cls] + (drawn[cls] + 1,) + drawn[cls + 1 :]
+                    following[state] = following.get(state, 0.0) + probability * share / sum(mass)
+        law = following
+    return law
+
+
+@pytest.mark.parametrize("direct_below", [2, 10**9], ids=["binomial_splits", "direct_keys"])
+def test_successive_sampling_counts_follow_the_exact_law_of_draws_without_replacement(direct_below: int) -> None:
+    counts, weights, size = [6, 4, 3, 2, 5], [1.0, 2.0, 5.0, 0.0, 0.5], 7
+    law = successive_sampling_distribution(counts, weights, size)
+    states = sorted(law)
+    position = {state: index for index, state in enumerate(states)}
+    rng = np.random.default_rng(12)
+    observed = np.zeros(len(states))
+    trials = 20_000
+    for _ in range(trials):
+        drawn = successive_sampling_counts(rng, np.array(counts), np.array(weights), size, direct_below=direct_below)
+        observed[position[tuple(drawn.tolist())]] += 1  # a state of probability 0 raises KeyError
+    assert_chi_square_fits(observed, trials * np.array([law[state] for state in states]))
+
+
+def test_successive_sampling_counts_at_a_billion_samples_match_rosen_without_a_key_per_sample() -> None:
+    counts = np.array([600_000_000, 300_000_000, 90_000_000, 10_000_000])
+    weights = 1.0 / counts  # inverse: every class the same total mass
+    size = 500_000_000
+    drawn = successive_sampling_counts(np.random.default_rng(13), counts, weights, size)
+    assert drawn.sum() == size and (drawn <= counts).all()
+    expected = counts * _inclusion_probability(weights, counts.astype(np.float64), size)
+    # Rosen's law is exact to O(1/N) here; the draw's own spread is a few 1e4 samples.
+    assert np.all(np.abs(drawn - expected) < 5 * np.sqrt(expected)), (drawn, expected)
+
+
+def test_successive_sampling_counts_take_whole_classes_and_skip_weight_zero() -> None:
+    counts, weights = np.array([5, 3, 4]), np.array([1.0, 0.0, 2.0])
+    drawn = successive_sampling_counts(np.random.default_rng(14), counts, weights, size=9)
+    assert drawn.tolist() == [5, 0, 4]
+
+
+def test_class_weighted_draws_without_replacement_are_uniform_within_a_class() -> None:
+    sampler = WeightedSampler(LABELS, "inverse", num_samples=400, replacement=False, seed=15)
+    head = (LABELS == 0).nonzero().flatten()
+    per_sample = np.zeros(head.numel())
+    epochs = 300
+    for epoch in range(epochs):
+        drawn = torch.tensor(draw(sampler, epoch))
+        per_sample += torch.bincount(drawn, minlength=LABELS.numel())[head].numpy()
+    assert_chi_square_fits(per_sample, np.full(head.numel(), per_sample.sum() / head.numel()))
 
 
 def test_no_replacement_of_every_positive_sample_is_a_permutation() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -40,7 +42,11 @@ class WeightedSampler(EpochSampler):
       a random order. Samples of weight 0 are never drawn. When ``num_samples``
       equals the number of samples with a non-zero weight (the default when all
       weights are positive) this is a random permutation and the weights do not
-      matter.
+      matter. With class weights, the samples of a class are interchangeable, so
+      only how many of each class are drawn is random: those counts come exactly
+      from :func:`successive_sampling_counts` in ``O(C log N)`` work, and each
+      class contributes a uniform subset of that size, so no key is drawn per
+      sample.
 
     Args:
         labels: training labels (1-D integer tensor/array/sequence) or a Dataset
@@ -137,9 +143,8 @@ class WeightedSampler(EpochSampler):
 
     def draw(self, rng: np.random.Generator, epoch: int) -> np.ndarray:
         if self.scheme is not None:
-            weights = np.repeat(self.sample_class_weights, self.class_counts.numpy())
-            return self._draw_without_replacement(rng, weights, positions=self._sorted)
-        return self._draw_without_replacement(rng, self._sample_weights, positions=None)
+            return self._draw_classes_without_replacement(rng)
+        return self._draw_without_replacement(rng, self._sample_weights)
 
     def compute_expected_class_counts(self) -> torch.Tensor:
         size = self._epoch_size
@@ -168,10 +173,8 @@ class WeightedSampler(EpochSampler):
         indices = np.minimum(found, self._last_positive).astype(self._dtype, copy=False)
         return shuffle(rng, indices)  # the draws came out sorted by index
 
-    def _draw_without_replacement(
-        self, rng: np.random.Generator, weights: np.ndarray, positions: np.ndarray | None
-    ) -> np.ndarray:
-        """Efraimidis–Spirakis: the ``epoch_size`` smallest of ``Exp(1) / w``; ``positions`` maps to indices."""
+    def _draw_without_replacement(self, rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+        """Efraimidis–Spirakis: the ``epoch_size`` smallest of ``Exp(1) / w``, in a random order."""
         if self._epoch_size == self._num_positive:
             chosen = np.flatnonzero(weights > 0)
         else:
@@ -179,8 +182,18 @@ class WeightedSampler(EpochSampler):
             with np.errstate(divide="ignore", invalid="ignore"):
                 keys /= weights  # weight 0 -> inf (or nan): never among the smallest
             chosen = np.argpartition(keys, self._epoch_size - 1)[: self._epoch_size]
-        indices = (positions[chosen] if positions is not None else chosen).astype(self._dtype, copy=False)
-        return shuffle(rng, indices)
+        return shuffle(rng, chosen.astype(self._dtype, copy=False))
+
+    def _draw_classes_without_replacement(self, rng: np.random.Generator) -> np.ndarray:
+        """Efraimidis–Spirakis with class weights: how many of each class, then which ones, in a random order."""
+        counts = self.class_counts.numpy()
+        drawn = successive_sampling_counts(rng, counts, self.sample_class_weights, self._epoch_size)
+        # A mask over the class-sorted samples: whole classes at once, then a uniform subset of the rest.
+        chosen = np.repeat(drawn == counts, counts)
+        for cls in np.flatnonzero((drawn > 0) & (drawn < counts)).tolist():
+            subset = rng.choice(int(counts[cls]), int(drawn[cls]), replace=False, shuffle=False)
+            chosen[self._offsets[cls] + subset] = True
+        return shuffle(rng, self._sorted[chosen])
 
 
 class ClassThenSample:
@@ -215,6 +228,96 @@ class ClassThenSample:
         within *= self.counts[classes]
         positions = self.offsets[classes] + within.astype(np.int64)
         return self.sorted_index[positions]
+
+
+# Below this many samples in the undecided key range, successive_sampling_counts draws their keys.
+DIRECT_KEYS_BELOW = 4096
+MAX_SPLITS = 64
+
+
+def successive_sampling_counts(
+    rng: np.random.Generator,
+    counts: np.ndarray,
+    weights: np.ndarray,
+    size: int,
+    direct_below: int = DIRECT_KEYS_BELOW,
+) -> np.ndarray:
+    r"""How many samples of each class ``size`` draws without replacement take, drawn exactly.
+
+    Efraimidis–Spirakis (successive) sampling with a weight per class: sample
+    ``i`` of class ``c`` gets the key :math:`E_i / w_c`, :math:`E_i \sim \mathrm{Exp}(1)`,
+    and the ``size`` smallest keys are drawn, i.e. each draw takes a remaining
+    sample with probability proportional to its class weight. Only the number of
+    keys of each class below a threshold matters, and given that the keys of
+    ``m_c`` samples of class ``c`` lie in ``(lo, hi]``, the number below ``t`` is
+    :math:`\mathrm{Binomial}(m_c, q_c)` with
+    :math:`q_c = (1 - e^{-w_c (t - lo)}) / (1 - e^{-w_c (hi - lo)})`, independently
+    per class (the keys are independent, and memoryless past ``lo``). So the
+    range holding the ``size``-th key is narrowed with ``C`` binomial draws at a
+    time, each split where ``size`` keys are expected, and once it holds fewer
+    than ``direct_below`` samples their keys are drawn, truncated to the range,
+    and the smallest taken. The counts have exactly the distribution of the
+    per-sample draw, in ``O(C log N)`` work instead of ``O(N)``.
+
+    Args:
+        rng: the generator to draw from.
+        counts: samples per class, non-negative integers of shape ``(C,)``.
+        weights: each sample's weight by class, non-negative, shape ``(C,)``;
+            a class of weight 0 is never drawn.
+        size: number of draws, at most the samples of classes with a non-zero weight.
+        direct_below: the range size from which keys are drawn one by one.
+
+    Returns:
+        The drawn samples per class, int64 of shape ``(C,)``, summing to ``size``.
+
+    Example:
+        >>> drawn = successive_sampling_counts(
+        ...     np.random.default_rng(0), np.array([900, 90, 10]), np.array([1.0, 10.0, 0.0]), size=500)
+        >>> int(drawn.sum()), int(drawn[1]), int(drawn[2])
+        (500, 90, 0)
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    undecided = np.where(weights > 0, counts, 0)  # samples whose keys lie in (lo, hi]
+    drawn = np.zeros_like(counts)
+    needed, lo, hi, splits = int(size), 0.0, math.inf, 0
+    while True:
+        if needed == 0:
+            return drawn
+        remaining = int(undecided.sum())
+        if remaining == needed:
+            return drawn + undecided
+        # Each split leaves about the square root of the range's count; a range whose split cannot
+        # shrink it (float rounding when `needed` is within a key or two of `remaining`) is drawn
+        # directly too, which is exact at any size.
+        if remaining < direct_below or splits == MAX_SPLITS:
+            classes = np.repeat(np.arange(counts.size), undecided)
+            return drawn + np.bincount(
+                classes[_smallest_truncated_keys(rng, weights[classes], hi - lo, needed)], minlength=counts.size
+            )
+        live = undecided > 0
+        # Split where `needed` keys are expected: the draw is exact wherever the split is, this keeps it short.
+        split = _successive_sampling_time(weights[live], undecided[live], needed, span=hi - lo)
+        below = np.zeros_like(counts)
+        # q_c = P(key - lo <= split | key - lo <= hi - lo); expm1 keeps small w t exact.
+        below[live] = rng.binomial(
+            undecided[live], np.minimum(np.expm1(-weights[live] * split) / np.expm1(-weights[live] * (hi - lo)), 1.0)
+        )
+        if below.sum() >= needed:  # the size-th key is at most lo + split
+            undecided, hi = below, lo + split
+        else:  # all of those are drawn; the size-th key lies past lo + split
+            drawn += below
+            needed -= int(below.sum())
+            undecided -= below
+            lo += split
+        splits += 1
+
+
+def _smallest_truncated_keys(rng: np.random.Generator, rates: np.ndarray, span: float, needed: int) -> np.ndarray:
+    """Positions of the ``needed`` smallest of independent Exp(``rates``) keys conditioned to be at most ``span``."""
+    # Inverse CDF of the truncated exponential: -log(1 - u (1 - e^{-r span})) / r.
+    keys = -np.log1p(rng.random(rates.size) * np.expm1(-rates * span)) / rates
+    return np.argpartition(keys, needed - 1)[:needed]
 
 
 def alias_table(mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,10 +381,24 @@ def _inclusion_probability(weights: np.ndarray, multiplicity: np.ndarray, size: 
     concentrates at ``t``, so the relative error vanishes as the number of
     samples grows. ``multiplicity`` counts identical items (broadcasts).
     """
-    mass = multiplicity * weights
-    t = size / mass.sum()  # the tangent at 0; the sum is concave, so Newton climbs from below
+    return -np.expm1(-weights * _successive_sampling_time(weights, multiplicity, size))
+
+
+def _successive_sampling_time(
+    weights: np.ndarray, multiplicity: np.ndarray, size: int, span: float = math.inf
+) -> float:
+    r"""The ``t`` below which ``size`` keys ``Exp(w_i)`` truncated to ``(0, span]`` are expected.
+
+    Solves :math:`\sum_i m_i (1 - e^{-w_i t}) / (1 - e^{-w_i span}) = size` by
+    Newton's method from 0: the sum is concave in ``t``, so each tangent
+    reaches ``size`` before the curve does and the iterates climb to the root
+    from below, inside ``(0, span)`` when ``size`` is below the total.
+    """
+    scale = 1.0 if math.isinf(span) else -np.expm1(-weights * span)  # the truncation's mass
+    mass = multiplicity * weights / scale
+    t = size / mass.sum()  # the tangent at 0
     for _ in range(200):
-        excess = (multiplicity * -np.expm1(-weights * t)).sum() - size
+        excess = (multiplicity * -np.expm1(-weights * t) / scale).sum() - size
         slope = (mass * np.exp(-weights * t)).sum()
         if slope <= 0:
             break
@@ -289,4 +406,4 @@ def _inclusion_probability(weights: np.ndarray, multiplicity: np.ndarray, size: 
         t += step
         if abs(step) <= 1e-13 * t:
             break
-    return -np.expm1(-weights * t)
+    return float(t)
