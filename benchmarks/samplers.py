@@ -6,11 +6,14 @@
 Labels are long-tailed (``--classes`` classes, exponential profile, head/tail
 ratio ``--imbalance``), shuffled, held as an int64 tensor as a data module
 holds them. "Epoch" is the time to produce one epoch of indices the way a
-DataLoader consumes them (iterating the sampler to the end), best of
-``--repeats`` epochs; "init" is the constructor. The baseline is
-``WeightedRandomSampler`` with the same per-sample inverse-frequency weights,
-measured in the same run; ratios are baseline epoch time / our epoch time,
-for rows with the same number of draws as their baseline.
+DataLoader consumes them (iterating the sampler to the end); "init" is the
+constructor. Every sampler is built once, then each round times one epoch of
+every sampler in turn (a new epoch each round): ``--warmup`` rounds, then
+``--repeats`` timed ones. "epoch" is a sampler's median; the speed-up is the
+median over rounds of baseline epoch / our epoch, so load that hits one round
+hits both sides of its ratio. The baseline is ``WeightedRandomSampler`` with
+the same per-sample inverse-frequency weights, for rows with the same number
+of draws.
 
 Samplers draw host-side indices with numpy (a DataLoader consumes Python ints),
 so there is no GPU variant: ``--device`` is accepted for symmetry with
@@ -27,6 +30,7 @@ import argparse
 import collections
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -73,6 +77,10 @@ CASES: dict[str, tuple[Builder, str | None, bool]] = {
     "torch WRS(replacement=False, N/2)": (
         lambda y, w: WeightedRandomSampler(w, y.numel() // 2, replacement=False), None, True,
     ),
+    "WeightedSampler(inverse, replacement=False, N/2)": (
+        lambda y, w: WeightedSampler(y, "inverse", num_samples=y.numel() // 2, replacement=False),
+        "torch WRS(replacement=False, N/2)", False,
+    ),
     "WeightedSampler(per-sample w, replacement=False, N/2)": (
         lambda y, w: WeightedSampler(y, w, num_samples=y.numel() // 2, replacement=False),
         "torch WRS(replacement=False, N/2)", True,
@@ -86,6 +94,7 @@ LARGE_CASES = [
     "torch WeightedRandomSampler",
     "WeightedSampler(inverse)",
     "WeightedSampler(per-sample w)",
+    "WeightedSampler(inverse, replacement=False, N/2)",
     "WeightedSampler(per-sample w, replacement=False, N/2)",
     "ProgressivelyBalancedSampler(T=10), epoch 0",
     "ClassAwareSampler",
@@ -93,19 +102,44 @@ LARGE_CASES = [
 ]  # OverSampler's epoch is C * n_head (~4.6x the dataset here): left out at the large size.
 
 
-def run_case(name: str, labels: torch.Tensor, weights: torch.Tensor | None, repeats: int) -> dict:
-    build, _, _ = CASES[name]
+def epoch_seconds(sampler: object, epoch: int) -> float:
+    """Seconds to iterate one epoch of ``sampler`` to the end, as a DataLoader does."""
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
     start = time.perf_counter()
-    sampler = build(labels, weights)
-    init = time.perf_counter() - start
-    epochs = []
-    for epoch in range(repeats):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        collections.deque(iter(sampler), maxlen=0)  # consume at C speed, as a DataLoader's islice does
-        epochs.append(time.perf_counter() - start)
-    return {"init": init, "epoch": min(epochs), "draws": len(sampler)}
+    collections.deque(iter(sampler), maxlen=0)  # consume at C speed, as a DataLoader's islice does
+    return time.perf_counter() - start
+
+
+def build_case(name: str, labels: torch.Tensor, weights: torch.Tensor | None) -> tuple[object, float]:
+    """The sampler and its constructor's seconds."""
+    start = time.perf_counter()
+    sampler = CASES[name][0](labels, weights)
+    return sampler, time.perf_counter() - start
+
+
+def run_case(name: str, labels: torch.Tensor, weights: torch.Tensor | None) -> dict:
+    """One sampler alone, one epoch: the large size, where each sampler runs in its own process."""
+    sampler, init = build_case(name, labels, weights)
+    return {"init": init, "epoch": epoch_seconds(sampler, 0), "draws": len(sampler)}
+
+
+def run_interleaved(labels: torch.Tensor, weights: torch.Tensor, warmup: int, repeats: int) -> dict[str, dict]:
+    """Every case, epochs timed round by round (see the module docstring)."""
+    built = {name: build_case(name, labels, weights) for name in CASES}
+    epochs: dict[str, list[float]] = {name: [] for name in CASES}
+    for round_ in range(warmup + repeats):
+        for name, (sampler, _) in built.items():
+            seconds = epoch_seconds(sampler, round_)
+            if round_ >= warmup:
+                epochs[name].append(seconds)
+    results = {}
+    for name, (sampler, init) in built.items():
+        baseline = CASES[name][1]
+        speedup = statistics.median(b / o for b, o in zip(epochs[baseline], epochs[name])) if baseline else None
+        results[name] = {"init": init, "epoch": statistics.median(epochs[name]), "draws": len(sampler),
+                         "speedup": speedup}  # fmt: skip
+    return results
 
 
 def rss_bytes() -> int:
@@ -119,7 +153,7 @@ def child(name: str, size: int, classes: int, imbalance: float) -> None:
     weights = inverse_sample_weights(labels) if CASES[name][2] else None
     before = rss_bytes()
     try:
-        result = run_case(name, labels, weights, repeats=1)
+        result = run_case(name, labels, weights)
     except Exception as error:  # the baseline's failure is the result we want to show
         result = {"error": f"{type(error).__name__}: {error}"}
     result["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
@@ -138,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large-size", type=int, default=None, help="labels for the scale run (default 100M)")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--imbalance", type=float, default=100.0)
-    parser.add_argument("--repeats", type=int, default=2, help="epochs per sampler; the best is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (one epoch of every sampler each)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--device", default="cpu", help="where torch's WeightedRandomSampler weights live")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -151,15 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     labels = long_tailed_labels(size, args.classes, args.imbalance)
     weights = inverse_sample_weights(labels).to(args.device)
     counts = torch.bincount(labels)
-    print(f"\n{size:,} labels (head {int(counts.max()):,}, tail {int(counts.min()):,}); best of {args.repeats} epochs")
+    print(f"\n{size:,} labels (head {int(counts.max()):,}, tail {int(counts.min()):,}); "
+          f"medians of {args.repeats} interleaved rounds after {args.warmup} warm-up")
     print(f"{'sampler':<54}{'draws':>12}{'init':>10}{'epoch':>10}{'ns/draw':>9}{'speed-up':>10}")
-    results: dict[str, dict] = {}
-    for name, (_, baseline, _) in CASES.items():
-        results[name] = run_case(name, labels, weights, args.repeats)
-        ratio = f"{results[baseline]['epoch'] / results[name]['epoch']:.1f}x" if baseline else "baseline" if any(
-            b == name for _, b, _ in CASES.values()
-        ) else ""
-        print(format_row(name, results[name], ratio), flush=True)
+    baselines = {baseline for _, baseline, _ in CASES.values()}
+    for name, result in run_interleaved(labels, weights, args.warmup, args.repeats).items():
+        ratio = f"{result['speedup']:.1f}x" if result["speedup"] else "baseline" if name in baselines else ""
+        print(format_row(name, result, ratio), flush=True)
 
     print(f"\n{large:,} labels, one epoch, each sampler in a fresh process")
     print(f"{'sampler':<54}{'draws':>12}{'init':>10}{'epoch':>10}{'ns/draw':>9}{'peak mem':>10}")
