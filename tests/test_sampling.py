@@ -32,6 +32,7 @@ from lit_imbalance.sampling import (
     resampling_targets,
 )
 from lit_imbalance.sampling import base as sampling_base
+from lit_imbalance.sampling import weighted as sampling_weighted
 from lit_imbalance.sampling.weighted import _inclusion_probability, alias_table, successive_sampling_counts
 from lit_imbalance.weights import class_weights
 from tests.conftest import ROOT, compose_train, run_train_py
@@ -212,8 +213,10 @@ def test_resampled_epochs_have_exactly_the_target_counts(kind: str) -> None:
 # -- without replacement, coverage --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("weights", ["inverse", "per_sample"])
-def test_draws_without_replacement_are_unique_and_follow_the_expected_counts(weights: str) -> None:
+@pytest.mark.parametrize("weights", ["inverse_class_counts", "inverse_sample_keys", "per_sample"])
+def test_draws_without_replacement_are_unique_and_follow_the_expected_counts(weights: str, monkeypatch) -> None:
+    class_path = 1 if weights == "inverse_class_counts" else 10**9
+    monkeypatch.setattr(sampling_weighted, "CLASS_PATH_MIN_SAMPLES_PER_CLASS", class_path)
     sample_weights = (torch.arange(LABELS.numel()) % 3).double()  # a third have weight 0
     chosen = sample_weights if weights == "per_sample" else "inverse"
     sampler = WeightedSampler(LABELS, chosen, num_samples=400, replacement=False, seed=8)
@@ -246,19 +249,24 @@ def successive_sampling_distribution(counts: list[int], weights: list[float], si
     return law
 
 
-@pytest.mark.parametrize("direct_below", [2, 10**9], ids=["binomial_splits", "direct_keys"])
+@pytest.mark.parametrize(
+    "direct_below", [2, 12, 10**9], ids=["binomial_splits", "splits_then_truncated_keys", "keys_only"]
+)
 def test_successive_sampling_counts_follow_the_exact_law_of_draws_without_replacement(direct_below: int) -> None:
     counts, weights, size = [6, 4, 3, 2, 5], [1.0, 2.0, 5.0, 0.0, 0.5], 7
     law = successive_sampling_distribution(counts, weights, size)
-    states = sorted(law)
-    position = {state: index for index, state in enumerate(states)}
-    rng = np.random.default_rng(12)
-    observed = np.zeros(len(states))
     trials = 20_000
+    # States expected fewer than 5 times share one cell, so the chi-square law holds for the statistic.
+    states = sorted(law, key=law.get, reverse=True)
+    cells = sum(trials * law[state] >= 5 for state in states)
+    cell = {state: min(index, cells) for index, state in enumerate(states)}
+    expected = np.bincount([cell[state] for state in states], weights=[trials * law[s] for s in states])
+    rng = np.random.default_rng(12)
+    observed = np.zeros(cells + 1)
     for _ in range(trials):
         drawn = successive_sampling_counts(rng, np.array(counts), np.array(weights), size, direct_below=direct_below)
-        observed[position[tuple(drawn.tolist())]] += 1  # a state of probability 0 raises KeyError
-    assert_chi_square_fits(observed, trials * np.array([law[state] for state in states]))
+        observed[cell[tuple(drawn.tolist())]] += 1  # a state of probability 0 raises KeyError
+    assert_chi_square_fits(observed, expected)
 
 
 def test_successive_sampling_counts_at_a_billion_samples_match_rosen_without_a_key_per_sample() -> None:
@@ -274,11 +282,28 @@ def test_successive_sampling_counts_at_a_billion_samples_match_rosen_without_a_k
 
 def test_successive_sampling_counts_take_whole_classes_and_skip_weight_zero() -> None:
     counts, weights = np.array([5, 3, 4]), np.array([1.0, 0.0, 2.0])
-    drawn = successive_sampling_counts(np.random.default_rng(14), counts, weights, size=9)
-    assert drawn.tolist() == [5, 0, 4]
+    rng = np.random.default_rng(14)
+    assert successive_sampling_counts(rng, counts, weights, size=9).tolist() == [5, 0, 4]
+    for size in (1, 8):
+        drawn = successive_sampling_counts(rng, counts, weights, size=size, direct_below=1)
+        assert drawn.sum() == size and drawn[1] == 0 and (drawn <= counts).all()
+    with pytest.raises(ValueError, match=r"`size` to be an integer in \[0, 9\] .*but got 10\."):
+        successive_sampling_counts(rng, counts, weights, size=10)
 
 
-def test_class_weighted_draws_without_replacement_are_uniform_within_a_class() -> None:
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_successive_sampling_counts_do_not_depend_on_the_weights_scale(scale: float) -> None:
+    counts, weights = np.array([10**9, 10**8, 10**7]), np.array([1.0, 3.0, 10.0])
+    size = 5 * 10**8
+    drawn = successive_sampling_counts(np.random.default_rng(16), counts, weights * scale, size)
+    assert drawn.sum() == size
+    expected = counts * _inclusion_probability(weights, counts.astype(np.float64), size)
+    assert np.all(np.abs(drawn - expected) < 5 * np.sqrt(expected) + 1), (drawn, expected)
+
+
+@pytest.mark.parametrize("class_path", [True, False], ids=["class_counts", "sample_keys"])
+def test_class_weighted_draws_without_replacement_are_uniform_within_a_class(class_path: bool, monkeypatch) -> None:
+    monkeypatch.setattr(sampling_weighted, "CLASS_PATH_MIN_SAMPLES_PER_CLASS", 1 if class_path else 10**9)
     sampler = WeightedSampler(LABELS, "inverse", num_samples=400, replacement=False, seed=15)
     head = (LABELS == 0).nonzero().flatten()
     per_sample = np.zeros(head.numel())
