@@ -42,11 +42,11 @@ class WeightedSampler(EpochSampler):
       a random order. Samples of weight 0 are never drawn. When ``num_samples``
       equals the number of samples with a non-zero weight (the default when all
       weights are positive) this is a random permutation and the weights do not
-      matter. With class weights, the samples of a class are interchangeable, so
-      only how many of each class are drawn is random: those counts come exactly
-      from :func:`successive_sampling_counts` in ``O(C log N)`` work, and each
-      class contributes a uniform subset of that size, so no key is drawn per
-      sample.
+      matter. With class weights and large classes (``CLASS_PATH_MIN_SAMPLES_PER_CLASS``
+      on average), the samples of a class are interchangeable, so only how many
+      of each class are drawn is random: those counts come exactly from
+      :func:`successive_sampling_counts` in ``O(C log N)`` work, and each class
+      contributes a uniform subset of that size, so no key is drawn per sample.
 
     Args:
         labels: training labels (1-D integer tensor/array/sequence) or a Dataset
