@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime
 import importlib.util
 import itertools
 import json
@@ -165,13 +164,6 @@ TINY = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
         "trainer.limit_test_batches=1")
 
 
-def log_span(job_dir: Path) -> tuple[datetime.datetime, datetime.datetime]:
-    """When the job's own log (Hydra's ``<job>/train.log``) began and ended."""
-    stamps = [datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-              for line in (job_dir / "train.log").read_text().splitlines() if line.startswith("[20")]
-    return stamps[0], stamps[-1]
-
-
 def run_default_sweep(*overrides: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     """``python train.py -m <overrides>`` in ``cwd`` with conf/train.yaml's own sweep directory, and that directory.
 
@@ -202,15 +194,17 @@ def assert_complete_summary(sweep_dir: Path, jobs: int) -> list[dict[str, Any]]:
 
 @pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
 def test_joblib_sweep_runs_jobs_in_parallel_and_is_summarised(tmp_path: Path) -> None:
+    # In parallel: each job waits, before it trains, until both have started (tests.sweep_probe.meet),
+    # which jobs run one after another never do. Comparing log times instead raced the workers' start.
     result, sweep_dir = run_default_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.1,0.3",
-                                          "logger=none", cwd=tmp_path)
+                                          "logger=none", "+callbacks.meet._target_=tests.sweep_probe.meet",
+                                          "+callbacks.meet.directory=${hydra:sweep.dir}/started", "+callbacks.meet.jobs=2",
+                                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     rows = assert_complete_summary(sweep_dir, 2)
     assert sorted(row["model.dropout"] for row in rows) == [0.1, 0.3]
-    # In parallel: each job began before the other one ended.
-    (start_0, end_0), (start_1, end_1) = log_span(sweep_dir / "0"), log_span(sweep_dir / "1")
-    assert start_0 < end_1 and start_1 < end_0
+    assert len(list((sweep_dir / "started").glob("started_*"))) == 2  # two worker processes
 
 
 @pytest.mark.skipif(not HAS_JOBLIB, reason='the joblib launcher is an extra: pip install -e ".[sweep]"')
