@@ -260,7 +260,7 @@ def test_successive_sampling_counts_follow_the_exact_law_of_draws_without_replac
     states = sorted(law, key=law.get, reverse=True)
     cells = sum(trials * law[state] >= 5 for state in states)
     cell = {state: min(index, cells) for index, state in enumerate(states)}
-    expected = np.bincount([cell[state] for state in states], weights=[trials * law[s] for s in states])
+    expected = np.bincount([cell[s] for s in states], weights=[trials * law[s] for s in states], minlength=cells + 1)
     rng = np.random.default_rng(12)
     observed = np.zeros(cells + 1)
     for _ in range(trials):
