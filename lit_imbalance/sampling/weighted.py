@@ -407,12 +407,14 @@ def _inclusion_probability(weights: np.ndarray, multiplicity: np.ndarray, size: 
 def _successive_sampling_time(
     weights: np.ndarray, multiplicity: np.ndarray, size: int, span: float = math.inf
 ) -> float:
-    r"""The ``t`` below which ``size`` keys ``Exp(w_i)`` truncated to ``(0, span]`` are expected (``w_i > 0``).
+    r"""The ``t`` below which ``size`` keys ``Exp(w_i)`` truncated to ``(0, span]`` are expected.
 
     Solves :math:`\sum_i m_i (1 - e^{-w_i t}) / (1 - e^{-w_i span}) = size` by
     Newton's method from 0: the sum is concave in ``t``, so each tangent
     reaches ``size`` before the curve does and the iterates climb to the root
-    from below, inside ``(0, span)`` when ``size`` is below the total.
+    from below, inside ``(0, span)`` when ``size`` is below the total. A weight of
+    0 adds nothing to an unbounded span (Rosén's per-sample weights have zeros);
+    a finite span takes positive weights only (its truncation mass would be 0).
     """
     scale = 1.0 if math.isinf(span) else -np.expm1(-weights * span)  # the truncation's mass
     mass = multiplicity * weights / scale
